@@ -1,0 +1,1 @@
+"""Subcommand groups of the posenc command line."""
