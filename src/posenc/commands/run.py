@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 
 def add_parsers(sub: Any) -> None:  # argparse's private _SubParsersAction type
-    """Register this group's subcommands on sub."""
-    del sub, argparse
+    """Register this group's subcommands on ``sub``."""
