@@ -1,1 +1,190 @@
-"""(family module; filled in by the implementations work)"""
+"""Training-time position samplers: randomized positional encodings and PoSE.
+
+Both change only the *indices* a sequence is given during training; every other hook (``embed``,
+``rotate``, ``bias``) is the one of an inner PE, built with the same ``head_dim``/``num_heads``/
+``train_len`` and registered as a submodule so its parameters train. The model builds the causal mask
+from the positions, so the sampled ids must be strictly increasing (they are).
+
+Randomness comes from ``self.generator`` (a :class:`torch.Generator`, settable) or, when it is None,
+from torch's global generator, so ``torch.manual_seed`` makes a run reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from posenc.pe.base import PositionalEncoding, available, build, register
+
+__all__ = ["InnerPE", "RandomizedPositions", "PoSE"]
+
+
+class InnerPE(PositionalEncoding):
+    """Base for methods that wrap another registered PE (``inner``) and delegate every hook to it.
+
+    The inner PE must put position into ``embed``/``rotate``/``bias`` (the model's fast path); one that
+    overrides ``logits`` is refused, because the wrapper would otherwise have to override ``logits`` too
+    and silently send every wrapped PE down the explicit path.
+    """
+
+    inner: PositionalEncoding
+    generator: torch.Generator | None
+
+    def _init_inner(self, inner: str, inner_kwargs: dict[str, Any] | None) -> None:
+        ids = available()
+        self._check("inner", inner, isinstance(inner, str) and inner in ids and inner != type(self).id,
+                    "the registry id of another positional encoding")
+        self._check("inner_kwargs", inner_kwargs, inner_kwargs is None or isinstance(inner_kwargs, dict),
+                    "None or a dict of the inner PE's hyperparameters")
+        pe = build(inner, head_dim=self.head_dim, num_heads=self.num_heads, train_len=self.train_len,
+                   **(inner_kwargs or {}))
+        self._check("inner", inner, not pe.overrides_logits(),
+                    "a PE whose position enters through embed/rotate/bias (it overrides logits)")
+        self.inner = pe  # a submodule: its parameters are trained with the model
+        self.bias_per_layer = bool(pe.bias_per_layer)  # type: ignore[misc]  # follows the inner PE
+        self.generator = None
+
+    @contextmanager
+    def scope(self, tokens: Tensor | None = None) -> Iterator[None]:
+        with super().scope(tokens), self.inner.scope(tokens):
+            yield
+
+    def embed(self, x: Tensor, pos: Tensor) -> Tensor:
+        return self.inner.embed(x, pos)
+
+    def rotate(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> tuple[Tensor, Tensor]:
+        return self.inner.rotate(q, k, q_pos, k_pos, layer=layer)
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor | None:
+        return self.inner.bias(q_pos, k_pos, layer=layer)
+
+    def _randint(self, low: int, high: int) -> int:
+        """Uniform integer in [low, high] (inclusive), from ``self.generator`` or the global generator."""
+        return int(torch.randint(low, high + 1, (1,), generator=self.generator).item())
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", inner={self.inner.id}"
+
+
+@register
+class RandomizedPositions(InnerPE):
+    """Randomized positional encodings (Ruoss et al., ACL 2023, arXiv 2305.16843, §3).
+
+    In training, a sequence of n tokens gets the positions ``sort(sample_without_replacement(range(M), n))``
+    for a simulated maximum length M (``max_len``) far beyond the training length, so every position
+    (absolute or relative) a test sequence of length ≤ M will use has been seen. Works with any PE
+    (``inner``; RoPE by default).
+
+    Defaults. M: the authors' released example uses ``noise_max_length = 2048`` with training lengths up
+    to 40 and tests up to 500 (M ≈ 51 × train length); we use M = 64 × ``train_len`` so that the
+    32 × evaluation protocol stays inside the simulated range.
+
+    Evaluation. The released code samples ordered positions at evaluation as well (the noisy encodings
+    are drawn on every call). Here evaluation uses ``arange(T)`` by default, the convention every PE in
+    this project shares; set ``sample_at_eval=True`` to follow the released code (the evaluation is then
+    stochastic; fix ``generator`` or the global seed).
+    """
+
+    id = "randomized"
+
+    def __init__(self, *, head_dim: int, num_heads: int, train_len: int, inner: str = "rope",
+                 max_len: int | None = None, sample_at_eval: bool = False,
+                 inner_kwargs: dict[str, Any] | None = None) -> None:
+        super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len)
+        max_len = 64 * train_len if max_len is None else max_len
+        self._check("max_len", max_len, isinstance(max_len, int) and max_len >= train_len,
+                    f"an int >= train_len ({train_len})")
+        self._check("sample_at_eval", sample_at_eval, isinstance(sample_at_eval, bool), "a bool")
+        self.max_len = max_len
+        self.sample_at_eval = sample_at_eval
+        self._init_inner(inner, inner_kwargs)
+
+    def sample(self, seq_len: int, device: torch.device | str | None = None) -> Tensor:
+        """Sorted sample of ``seq_len`` distinct ids from ``range(max_len)``, float32 (T,)."""
+        if seq_len > self.max_len:
+            raise ValueError(f"{self.id}: sequence length {seq_len} exceeds hyperparameter 'max_len' "
+                             f"({self.max_len}); raise max_len to at least the longest length used")
+        ids = torch.randperm(self.max_len, generator=self.generator)[:seq_len]
+        return ids.sort().values.to(device=device, dtype=torch.float32)
+
+    def positions(self, seq_len: int, *, training: bool = False, device: torch.device | str | None = None) -> Tensor:
+        if training or self.sample_at_eval:
+            return self.sample(seq_len, device)
+        return torch.arange(seq_len, dtype=torch.float32, device=device)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", max_len={self.max_len}, sample_at_eval={self.sample_at_eval}"
+
+
+@register
+class PoSE(InnerPE):
+    """PoSE, positional skip-wise training (Zhu et al., ICLR 2024, arXiv 2309.10400, §3.2, Eqs. 3–4).
+
+    The training window of T tokens is cut into N chunks c_0..c_{N−1} of lengths l_i (Σ l_i = T); chunk i
+    starts at st_i = Σ_{j<i} l_j and gets the ids ``u_i + st_i + (0 .. l_i − 1)`` with skip biases
+    u_0 = 0 and u_i ~ U{u_{i−1}, …, L_t − T} (non-decreasing), so ids stay contiguous inside a chunk,
+    strictly increase across chunks, and stay below the target length L_t (``target_len``); relative
+    distances cover the whole target window. Evaluation uses ``arange(T)``.
+
+    Chunk lengths follow the authors' released code for N = 2 (l_0 ~ U{1, …, ⌈T/2⌉}); for N > 2 the
+    N − 1 cut points are drawn uniformly without replacement. Only the position ids are sampled here:
+    the paper also samples each chunk's *content* from a longer document (Eq. 5, skip v_i); with the
+    data pipeline feeding contiguous windows, the content is the contiguous window (the paper's
+    ``v_i = 0`` ablation).
+
+    Defaults: N = 2 (the paper's choice); L_t = 16 × ``train_len`` (the paper's main runs extend a 2k
+    window to 16k and 32k, i.e. 8× and 16×). PoSE is a fine-tuning method for a RoPE model, usually
+    combined with an interpolation (``inner="pi"`` or ``"yarn"`` with ``inner_kwargs``).
+    """
+
+    id = "pose"
+    applies_to = "rope"
+
+    def __init__(self, *, head_dim: int, num_heads: int, train_len: int, inner: str = "rope",
+                 target_len: int | None = None, num_chunks: int = 2,
+                 inner_kwargs: dict[str, Any] | None = None) -> None:
+        super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len)
+        target_len = 16 * train_len if target_len is None else target_len
+        self._check("target_len", target_len, isinstance(target_len, int) and target_len >= train_len,
+                    f"an int >= train_len ({train_len})")
+        self._check("num_chunks", num_chunks, isinstance(num_chunks, int) and num_chunks >= 1, "an int >= 1")
+        self.target_len = target_len
+        self.num_chunks = num_chunks
+        self._init_inner(inner, inner_kwargs)
+
+    def chunk_lengths(self, seq_len: int) -> list[int]:
+        """Random chunk lengths l_0..l_{N−1} (all ≥ 1, summing to ``seq_len``); N = min(num_chunks, T)."""
+        n = min(self.num_chunks, seq_len)
+        if n == 1:
+            return [seq_len]
+        if n == 2:  # as in the released code: the first chunk is at most half the window
+            first = self._randint(1, (seq_len + 1) // 2)
+            return [first, seq_len - first]
+        cuts = (torch.randperm(seq_len - 1, generator=self.generator)[: n - 1] + 1).sort().values.tolist()
+        bounds = [0, *cuts, seq_len]
+        return [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def sample(self, seq_len: int, device: torch.device | str | None = None) -> Tensor:
+        """Skip-wise ids for one training window, float32 (T,), strictly increasing, all < target_len."""
+        if seq_len > self.target_len:
+            raise ValueError(f"{self.id}: sequence length {seq_len} exceeds hyperparameter 'target_len' "
+                             f"({self.target_len})")
+        pieces, start, skip = [], 0, 0
+        for i, length in enumerate(self.chunk_lengths(seq_len)):
+            if i > 0:  # u_i ~ U{u_{i-1}, ..., L_t - T}; u_0 = 0
+                skip = self._randint(skip, self.target_len - seq_len)
+            pieces.append(torch.arange(length) + (start + skip))
+            start += length
+        return torch.cat(pieces).to(device=device, dtype=torch.float32)
+
+    def positions(self, seq_len: int, *, training: bool = False, device: torch.device | str | None = None) -> Tensor:
+        if training:
+            return self.sample(seq_len, device)
+        return torch.arange(seq_len, dtype=torch.float32, device=device)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", target_len={self.target_len}, num_chunks={self.num_chunks}"
