@@ -11,15 +11,20 @@ from posenc.pe.base import PositionalEncoding, get_class
 
 HEAD_DIM, HEADS, TRAIN_LEN = 16, 4, 16
 IDS = posenc.available()
+# PEs with a table of vectors cannot go past it: the generic properties use a table long enough for
+# every test, and test_table_pes_raise_past_their_size checks the default table's error.
+TABLE_SIZE = {"learned": "max_len"}
 
 
 def make(pe_id: str, **hp: object) -> PositionalEncoding:
     torch.manual_seed(0)
+    if pe_id in TABLE_SIZE:
+        hp = {TABLE_SIZE[pe_id]: 64 * TRAIN_LEN, **hp}
     return posenc.build(pe_id, head_dim=HEAD_DIM, num_heads=HEADS, train_len=TRAIN_LEN, **hp)
 
 
-def model_for(pe_id: str, attn: str = "sdpa", n_layer: int = 2) -> Transformer:
-    pe = make(pe_id)
+def model_for(pe_id: str, attn: str = "sdpa", n_layer: int = 2, **hp: object) -> Transformer:
+    pe = make(pe_id, **hp)
     torch.manual_seed(0)
     return Transformer(ModelConfig(n_layer=n_layer, n_head=HEADS, d_model=HEAD_DIM * HEADS, attn=attn), pe).eval()
 
@@ -61,6 +66,14 @@ def test_finite_at_32x_train_len(pe_id: str, dtype: torch.dtype) -> None:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is torch.bfloat16):
         logits, _ = m(tokens)
     assert torch.isfinite(logits.float()).all()
+
+
+@pytest.mark.parametrize("pe_id", sorted(TABLE_SIZE))
+def test_table_pes_raise_past_their_size(pe_id: str) -> None:
+    m = model_for(pe_id, **{TABLE_SIZE[pe_id]: TRAIN_LEN})
+    m(torch.randint(0, 256, (1, TRAIN_LEN)))  # within the table: fine
+    with pytest.raises(ValueError, match=f"{TABLE_SIZE[pe_id]}={TRAIN_LEN}"):
+        m(torch.randint(0, 256, (1, TRAIN_LEN + 1)))
 
 
 @pytest.mark.parametrize("pe_id", IDS)

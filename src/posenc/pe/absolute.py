@@ -205,8 +205,8 @@ class ComplexOrder(PositionalEncoding):
     r_j is in the paper; tied to the output head here) and ω_j, θ_j ∈ ℝ^n are per-word lookup tables indexed
     by the token ids that the model passes through :meth:`scope`. With r_re = r_im this is exactly the
     paper's Eq.; separate halves let the tied embedding keep all its d_model channels.
-    When no token ids are available, ω and θ are derived from x by linear maps (a content-dependent
-    fallback, documented so that results are never silently mixed up).
+    The token ids are required: without them (a call outside the model's scope) ``embed`` raises rather
+    than falling back to something else.
 
     Initialisation: ω_j starts at the sinusoidal frequencies base^(−k/n) for every word (so the model starts
     as a multiplicative sinusoidal encoding) and θ_j = 0; the paper's own initialisation was not re-checked.
@@ -225,23 +225,17 @@ class ComplexOrder(PositionalEncoding):
         freq = float(base) ** (-torch.arange(n, dtype=torch.float32) / n)
         self.freq = nn.Parameter(freq[None, :].repeat(vocab_size, 1))  # ω_j (V, n)
         self.phase = nn.Parameter(torch.zeros(vocab_size, n))  # θ_j (V, n)
-        # Fallback without token ids: ω, θ as linear functions of x (zero weights: starts at the same init).
-        self.freq_proj = nn.Linear(self.d_model, n)
-        self.phase_proj = nn.Linear(self.d_model, n)
-        for lin, b in ((self.freq_proj, freq), (self.phase_proj, torch.zeros(n))):
-            nn.init.zeros_(lin.weight)
-            with torch.no_grad():
-                lin.bias.copy_(b)
 
     def embed(self, x: Tensor, pos: Tensor) -> Tensor:
         tokens = self._tokens
-        if tokens is not None and tokens.shape == x.shape[:2]:
-            if int(tokens.max()) >= self.vocab_size or int(tokens.min()) < 0:
-                raise ValueError(f"complex_order: token id outside [0, vocab_size={self.vocab_size})")
-            omega, theta = self.freq[tokens], self.phase[tokens]  # (B, T, n)
-        else:
-            xf = x.float()
-            omega, theta = self.freq_proj(xf), self.phase_proj(xf)
+        if tokens is None or tokens.shape != x.shape[:2]:
+            raise ValueError(
+                "complex_order: needs the token ids of x (B, T); call embed inside pe.scope(tokens), "
+                "as the reference model does"
+            )
+        if int(tokens.max()) >= self.vocab_size or int(tokens.min()) < 0:
+            raise ValueError(f"complex_order: token id outside [0, vocab_size={self.vocab_size})")
+        omega, theta = self.freq[tokens], self.phase[tokens]  # (B, T, n)
         phi = omega * pos.to(torch.float32)[None, :, None] + theta  # float32 angles
         n = self.d_model // 2
         xf = x.float()
