@@ -265,11 +265,28 @@ def method_info(method: str) -> dict[str, Any]:
     return {
         "cls": cls,
         "applies_to": getattr(cls, "applies_to", None),
+        "dynamic": bool(getattr(cls, "dynamic", False)),
         "hparams": hyperparameters(method),
         "needs": needs,
         # Plug-and-play methods are judged zero-shot, the others after their fine-tune.
         "primary": "zero_shot" if needs == "none" else "finetuned",
     }
+
+
+def protocol_hparams(method: str, p: Preset) -> dict[str, Any]:
+    """Hyperparameters the protocol sets for a method, where its paper's own protocol needs them.
+
+    * ``randomized``: Ruoss et al. sample ordered positions from the large range at test time too.
+    * ``irope``: a NoPE layer every 4 layers (Llama 4) needs at least 4 layers; smaller presets make the
+      last of their layers the NoPE one.
+    * ``ssmax``: one learned s per layer and head, as in the paper.
+    """
+    table: dict[str, dict[str, Any]] = {
+        "randomized": {"sample_at_eval": True},
+        "irope": {"nope_every": min(4, p.n_layer)},
+        "ssmax": {"num_layers": p.n_layer},
+    }
+    return dict(table.get(method, {}))
 
 
 def _git_commit() -> str:
@@ -344,9 +361,9 @@ def validate(method: str, preset: str | Preset = "smoke", device: str = "auto",
 
 def _with_scale(method: str, hp: dict[str, Any], scale: float) -> dict[str, Any]:
     """``hp`` plus ``scale`` when the PE has that hyperparameter and the caller did not fix it."""
-    from posenc.pe.base import get_class, hyperparameters
+    from posenc.pe.base import hyperparameters
 
-    if "scale" in hyperparameters(method) and "scale" not in hp and not getattr(get_class(method), "dynamic", False):
+    if "scale" in hyperparameters(method) and "scale" not in hp:
         return {**hp, "scale": scale}
     return hp
 
@@ -844,9 +861,11 @@ def run_method(method: str, preset: str | Preset = "smoke", seed: int = 0, *, de
     A complete JSON with the same configuration is reused unless ``force``. ``baselines`` lets
     ``ppl_vs_baseline`` claims train their baseline (through the same caches) when its JSON is missing.
     """
+    p = get_preset(preset, **(overrides or {}))
+    hparams = {**protocol_hparams(method, p), **(hparams or {})}
     p, dev, info = validate(method, preset, device, hparams, overrides)
     corpus = D.load_corpus()
-    hp = dict(hparams or {})
+    hp = dict(hparams)
     ckey = _config_key(method, p, hp, corpus.sha256)
     path = result_path(method, p.name, seed, results_dir)
     if not force:
@@ -866,7 +885,10 @@ def run_method(method: str, preset: str | Preset = "smoke", seed: int = 0, *, de
         ft = finetune(method, base, p, seed, hparams=hp, **kw)
 
         def zero_shot(factor: int) -> Transformer:
-            return _transplant(base.model, method, p, _with_scale(method, hp, float(max(1, factor))))
+            # Static scalings are set for each evaluation length (s = l/L); dynamic ones keep the configured
+            # factor of the target length and adapt to l themselves.
+            s = float(p.finetune_factor) if info["dynamic"] else float(max(1, factor))
+            return _transplant(base.model, method, p, _with_scale(method, hp, s))
 
         variants = {
             "zero_shot": {"curves": evaluate(zero_shot, p, seed=seed, device=dev, corpus=corpus,

@@ -56,6 +56,9 @@ class PositionalEncoding(nn.Module):
     #: Registry id of the PE a model must be trained with before this method is applied (zero-shot or
     #: after a short fine-tune), e.g. "rope" for every RoPE scaling; None when the method trains itself.
     applies_to: ClassVar[str | None] = None
+    #: True when the method derives its scaling from the current length itself (dynamic NTK, CLEX): its
+    #: ``scale`` is a fixed configured factor, not the evaluation length's factor.
+    dynamic: ClassVar[bool] = False
     #: True when ``bias``/``rotate`` differ between layers (the model then memoises them per layer).
     bias_per_layer: ClassVar[bool] = False
 

@@ -442,6 +442,7 @@ class DynamicNTK(ScaledRoPE):
 
     id = "dynamic_ntk"
     relative = False
+    dynamic = True
     scaling_fn = staticmethod(dynamic_ntk_scaling)
 
 
@@ -704,6 +705,7 @@ class CLEX(ScaledRoPE):
     """
 
     id = "clex"
+    dynamic = True
     relative = False
     learnable: ClassVar[bool] = True
 
