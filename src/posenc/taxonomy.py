@@ -136,13 +136,14 @@ EXPECT_METRICS = ("ppl_ratio", "ppl_vs_baseline", "accuracy")
 EXPECT_OPS = ("<", "<=", ">", ">=")
 
 EXPECT_SCHEMA = _map(
-    optional=("baseline",),
+    optional=("baseline", "variant"),
     nullable=True,
     metric=_enum(*EXPECT_METRICS),
     at=Spec("number", minimum=0),
     op=_enum(*EXPECT_OPS),
     value=Spec("number"),
     baseline=_str(pattern=ID_RE),
+    variant=_enum("zero_shot", "finetuned"),
 )
 
 CLAIM_SCHEMA = _map(
