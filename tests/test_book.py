@@ -196,6 +196,14 @@ def test_odd_characters_render_literally(repo: Path) -> None:
     assert "[Odd \\<b\\>" in book.method_page(ctx, "plain")
     table = book.table_frame(ctx)
     assert html.escape(ODD_NAME) in set(table["name"])
+    # In the category page's table the name stays in its cell (a pipe must not split the row).
+    roots, _ = book.category_tree(ctx)
+    fam = next(c for c in roots if c.path == "fam")
+    cat_html = _render_md(book.category_page(ctx, fam))
+    assert cat_html.count("<td>") == 2 * 5  # two cards, five columns
+    assert f'<a href="../methods/odd.md">{html.escape(ODD_NAME, quote=False)}</a>'.replace(
+        "`z`", "<code>z</code>") in cat_html
+    assert 'href="u"' not in cat_html
 
 
 def test_gpu_results_and_notebooks_are_preferred_over_cpu(repo: Path) -> None:
@@ -357,3 +365,29 @@ def test_no_build_writes_pages(tmp_path: Path) -> None:
     assert main(["book", "--no-build", "--root", str(tmp_path)]) == 0
     assert (tmp_path / "_toc.yml").is_file()
     assert len(list((tmp_path / "book" / "generated" / "methods").glob("*.md"))) == len(taxonomy.card_ids(ROOT))
+
+
+@pytest.mark.slow
+def test_a_warning_fails_the_build(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`posenc book` exits non-zero and names the warning when the book has one (here: the hand-written
+    pages cite keys that the tiny repository's bibliography lacks)."""
+    shutil.copy(ROOT / "_config.yml", repo / "_config.yml")
+    (repo / "book").mkdir(exist_ok=True)
+    for page in (ROOT / "book").glob("*.md"):
+        shutil.copy(page, repo / "book" / page.name)
+    (repo / "results" / "gpu").mkdir(parents=True)
+    (repo / "results" / "gpu" / "gpu_too-seed0.json").write_text(json.dumps(result("gpu_too", "gpu", "cuda")))
+    (repo / "book" / "runs" / "gpu").mkdir(parents=True)
+    (repo / "book" / "runs" / "gpu" / "gpu_too.ipynb").write_text(json.dumps(notebook([(png_bytes(), [])])))
+    from posenc.cli import main
+
+    assert main(["book", "--root", str(repo), "--build-dir", str(repo / "out" / "_build")]) != 0
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "build FAILED" in err
+    assert "zhao2024length" in err, err  # the unresolved citation is named
+    assert "\x1b[" not in err  # plain text, no colour codes
+    # ... and the generated pages themselves, odd characters included, are warning-free
+    assert not [ln for ln in err.splitlines() if "WARNING" in ln and ("book/generated" in ln or "book/runs" in ln)], err
+    html_dir = repo / "out" / "_build" / "html"
+    page = (html_dir / "book" / "generated" / "methods" / "gpu_too.html").read_text(encoding="utf-8")
+    assert "gpu_too-gpu.png" in page and (html_dir / "book" / "runs" / "gpu" / "gpu_too.html").is_file()

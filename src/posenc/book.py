@@ -408,7 +408,7 @@ def category_page(ctx: Context, cat: Category) -> str:
         lines += ["## Subcategories", ""]
         for ch in cat.children:
             n = len(ch.all_cards())
-            lines.append(f"- {{doc}}`{role_text(ch.name)} </{ch.docname}>` ({n} method{'s' if n != 1 else ''})"
+            lines.append(f"- [{escape(ch.name)}]({Path(ch.docname).name}.md) ({n} method{'s' if n != 1 else ''})"
                          f"{_in_survey_mark(ch.node)}")
         lines.append("")
     if cat.cards:
@@ -417,7 +417,7 @@ def category_page(ctx: Context, cat: Category) -> str:
         for cid in cat.cards:
             card = ctx.cards[cid]
             rows.append([
-                f"{{doc}}`{role_text(card.get('name', cid))} </{GENERATED}/methods/{cid}>`",
+                f"[{escape(card.get('name', cid), table=True)}](../methods/{cid}.md)",
                 _fmt_num(card.get("year")),
                 escape(_COVERAGE_TEXT.get(str(card.get("coverage")), card.get("coverage") or "—"), table=True),
                 escape(_NEEDS_TEXT.get(str(card.get("needs")), card.get("needs") or "—"), table=True),
@@ -677,8 +677,8 @@ def _experiment_section(ctx: Context, card: Mapping[str, Any], figures: dict[str
         if img is not None:
             name = f"{cid}-{run.preset}.png"
             figures[name] = img
-            lines += [f"```{{figure}} ../figures/{name}", f":alt: {role_text(card.get('name', cid))} "
-                      f"extrapolation curves ({run.preset} preset)", ":width: 100%", "",
+            lines += [f"```{{figure}} ../figures/{name}", f":alt: {role_text(card.get('name', cid))}: key figure "
+                      f"of the executed notebook ({run.preset} preset)", ":width: 100%", "",
                       f"Key figure of the executed notebook ({run.preset} preset).", "```", ""]
         else:
             lines += ["The executed notebook has no figure output.", ""]
@@ -748,7 +748,7 @@ def method_page(ctx: Context, cid: str, figures: dict[str, bytes] | None = None)
     cat_doc = f"{GENERATED}/categories/{str(card.get('category')).replace('/', '__')}"
     facts = [
         ("id", _code(cid, table=True)),
-        ("category", f"{{doc}}`{role_text(' › '.join(cat_names))} </{cat_doc}>`"),
+        ("category", f"[{escape(' › '.join(cat_names), table=True)}](../categories/{Path(cat_doc).name}.md)"),
         ("coverage", escape(_COVERAGE_TEXT.get(str(card.get("coverage")), card.get("coverage") or "—"), table=True)
          + (f" ({escape(card['survey_section'], table=True)})" if card.get("survey_section") else "")),
         ("first public", _fmt_num(card.get("year"))),
@@ -1068,6 +1068,7 @@ class BuildResult:
 
 
 _WARNING_RE = re.compile(r"(WARNING|ERROR|CRITICAL|SEVERE):")
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _jupyter_book() -> list[str]:
@@ -1104,11 +1105,11 @@ def build(root: str | os.PathLike[str] | None = None, build_dir: str | os.PathLi
         cmd.append("--keep-going")
     if all_files:
         cmd.append("--all")
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    env = dict(os.environ, PYTHONHASHSEED="0", NO_COLOR="1")
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=r, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - t0
-    log = proc.stdout + proc.stderr
+    log = _ANSI_RE.sub("", proc.stdout + proc.stderr)
     warnings = [ln for ln in log.splitlines() if _WARNING_RE.search(ln)]
     rc = proc.returncode
     if strict and warnings and rc == 0:
