@@ -298,7 +298,7 @@ def test_zero_shot_methods_declare_rope() -> None:
         assert get_class(pe_id).applies_to == expected, pe_id
 
 
-@pytest.mark.parametrize("pe_id", IDS)
+@pytest.mark.parametrize("pe_id", [*IDS, "randomized", "pose"])
 def test_end_to_end_train_step_and_long_eval(pe_id: str) -> None:
     cfg = ModelConfig()
     torch.manual_seed(0)
