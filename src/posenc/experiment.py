@@ -1029,25 +1029,54 @@ def leaderboard(preset: str = "cpu", results_dir: str | Path | None = None, *, w
     return df
 
 
+#: Panels of the leaderboard figure: (title, category prefixes); one panel per family keeps it readable.
+LEADERBOARD_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Absolute", ("extrapolatable_pe/ape",)),
+    ("RoPE family", ("extrapolatable_pe/rpe/rope_family",)),
+    ("Bias family and other relative", ("extrapolatable_pe/rpe",)),
+    ("Position interpolation and remapping", ("llm_era/position_interpolation",)),
+    ("Randomized", ("llm_era/randomized_pe",)),
+    ("Beyond the PE", ("beyond_pe",)),
+)
+
+
+def _panel_of(category: str) -> int:
+    """Index of the first panel whose prefix the category starts with."""
+    for i, (_, prefixes) in enumerate(LEADERBOARD_PANELS):
+        if any(category == pre or category.startswith(pre + "/") for pre in prefixes):
+            return i
+    return len(LEADERBOARD_PANELS) - 1
+
+
 def _leaderboard_png(folder: Path, preset: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8.5), sharex=True, sharey=True)
+    flat = axes.ravel()
     for path in sorted(folder.glob("*-seed0.json")):
         res = json.loads(path.read_text(encoding="utf-8"))
         pts = [pt for pt in res["curves"].get("lm_nonoverlap", []) if pt.get("ppl")]
         if pts and pts[0]["factor"] == 1:
+            card = load_card(res["method"]) or {}
+            ax = flat[_panel_of(str(card.get("category", "")))]
             ax.plot([pt["factor"] for pt in pts], [pt["ppl"] / pts[0]["ppl"] for pt in pts], marker="o", ms=3,
-                    label=res["method"])
-    ax.set(xscale="log", yscale="log", xlabel="evaluation length / train length",
-           ylabel="perplexity / perplexity at 1x", title=f"Length extrapolation ({preset} preset)")
-    ax.axhline(1.0, color="k", lw=0.5)
-    ax.legend(fontsize=7, ncol=2)
+                    label=f"{res['method']} ({res['primary']})" if res.get("kind") == "applied" else res["method"])
+    for ax, (title, _) in zip(flat, LEADERBOARD_PANELS, strict=True):
+        ax.set(xscale="log", yscale="log", title=title)
+        ax.axhline(1.0, color="k", lw=0.5)
+        ax.grid(alpha=0.3, which="both")
+        if ax.lines:
+            ax.legend(fontsize=7, ncol=2, loc="upper left")
+    for ax in axes[1]:
+        ax.set_xlabel("evaluation length / train length")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("perplexity / perplexity at 1x")
+    fig.suptitle(f"Length extrapolation, {preset} preset (non-overlapping windows)")
     fig.tight_layout()
-    fig.savefig(folder / "leaderboard.png", dpi=120)
+    fig.savefig(folder / "leaderboard.png", dpi=110)
     plt.close(fig)
 
 
