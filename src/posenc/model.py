@@ -90,13 +90,19 @@ def _bias_per_layer(pe: PositionalEncoding) -> bool:
 
 
 def _float_mask(pe: PositionalEncoding, pos: Tensor, layer: int, dtype: torch.dtype) -> Tensor:
-    """Causal mask (0 / −inf) plus the PE's bias, as one float mask for SDPA: (T, T) or (…, H, T, T)."""
+    """Causal mask (0 / −inf) plus the PE's bias, as one float mask for SDPA: (T, T) or (B or 1, H, T, T).
+
+    Built in one pass over the bias (``where``), since at long lengths the O(H·T²) mask traffic is a large part
+    of a small model's attention cost.
+    """
     allowed = causal_mask(pos, pos)
-    mask = torch.zeros(allowed.shape, dtype=torch.float32, device=pos.device).masked_fill(~allowed, float("-inf"))
     b = pe.bias(pos, pos, layer=layer)
-    if b is not None:
-        mask = mask + b.float()
-    return mask.to(dtype)
+    if b is None:
+        return torch.zeros(allowed.shape, dtype=dtype, device=pos.device).masked_fill_(~allowed, float("-inf"))
+    mask = torch.where(allowed, b.to(dtype), torch.tensor(float("-inf"), dtype=dtype, device=pos.device))
+    if mask.dim() == 3:  # (H, T, S) -> (1, H, T, S): CPU SDPA takes a much slower path for 3-D masks
+        mask = mask[None]
+    return mask
 
 
 class MLP(nn.Module):
