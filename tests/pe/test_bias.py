@@ -239,3 +239,19 @@ def test_invalid_hyperparameters_raise() -> None:
                                                                             "max_relative_position")]:
         with pytest.raises(ValueError, match=name):
             build(pid, **kw)
+
+
+def test_offset_bias_gathers_the_same_values_as_the_full_grid() -> None:
+    from posenc.pe.bias import offset_bias
+
+    slopes = torch.tensor([0.5, 0.25])
+
+    def fn(rel: torch.Tensor) -> torch.Tensor:
+        return -slopes[:, None] * torch.log1p(rel.abs())[None]
+
+    pos = torch.arange(7, dtype=torch.float32) + 3
+    full = fn((pos[:, None] - pos[None, :]).flatten()).view(2, 7, 7)
+    torch.testing.assert_close(offset_bias(fn, pos, pos), full)
+    frac = pos * 0.5  # fractional positions take the full-grid path and give the same function
+    torch.testing.assert_close(offset_bias(fn, frac, frac),
+                               fn((frac[:, None] - frac[None, :]).flatten()).view(2, 7, 7))

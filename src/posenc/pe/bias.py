@@ -47,6 +47,25 @@ def relative_distance(q_pos: Tensor, k_pos: Tensor) -> Tensor:
     return q_pos.to(torch.float32)[:, None] - k_pos.to(torch.float32)[None, :]
 
 
+def offset_bias(fn: Callable[[Tensor], Tensor], q_pos: Tensor, k_pos: Tensor) -> Tensor:
+    """A per-head function of the offset, ``fn(rel (N,)) -> (H, N)``, as a bias (H, T, S).
+
+    A relative bias depends on i − j alone, so at integer positions it takes at most T + S − 1 distinct
+    values: ``fn`` is evaluated on those offsets only and gathered, turning O(H·T·S) evaluations of ``fn``
+    into O(H·(T + S)) plus one gather. Fractional positions (e.g. interpolated ones) give the same values
+    through ``fn`` on the full grid.
+    """
+    qf, kf = q_pos.to(torch.float32), k_pos.to(torch.float32)
+    if qf.numel() and kf.numel() and torch.equal(qf, qf.round()) and torch.equal(kf, kf.round()):
+        lo = int(qf.min() - kf.max())
+        hi = int(qf.max() - kf.min())
+        table = fn(torch.arange(lo, hi + 1, dtype=torch.float32, device=q_pos.device))  # (H, N)
+        idx = (qf[:, None] - kf[None, :]).long() - lo  # (T, S)
+        return table[:, idx]
+    rel = relative_distance(q_pos, k_pos)
+    return fn(rel.flatten()).view(-1, *rel.shape)
+
+
 def alibi_slopes(num_heads: int) -> Tensor:
     """ALiBi head slopes (Press et al., ICLR 2022, §3): m_h = 2^(−8h/H), h = 1..H, for H a power of two.
 
@@ -161,8 +180,10 @@ class T5Bias(PositionalEncoding):
 
     def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
         def make() -> Tensor:
-            b = t5_bucket(relative_distance(q_pos, k_pos), self.num_buckets, self.max_distance)
-            return self.table.float()[b].permute(2, 0, 1)  # (H, T, S)
+            def per_offset(rel: Tensor) -> Tensor:  # (N,) → (H, N)
+                return self.table.float()[t5_bucket(rel, self.num_buckets, self.max_distance)].T
+
+            return offset_bias(per_offset, q_pos, k_pos)
 
         return self.shared(("t5", id(q_pos), id(k_pos)), make)
 
@@ -192,9 +213,12 @@ class TISA(PositionalEncoding):
 
     def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
         def make() -> Tensor:
-            rel = relative_distance(q_pos, k_pos)[None, :, :, None]  # (1, T, S, 1)
-            a, b, c = (p.float()[:, None, None, :] for p in (self.amplitude, self.sharpness, self.centre))
-            return (a * torch.exp(-b.abs() * (rel - c) ** 2)).sum(-1)  # (H, T, S)
+            a, b, c = (p.float()[:, None, :] for p in (self.amplitude, self.sharpness, self.centre))
+
+            def per_offset(rel: Tensor) -> Tensor:  # (N,) → (H, N)
+                return (a * torch.exp(-b.abs() * (rel[None, :, None] - c) ** 2)).sum(-1)
+
+            return offset_bias(per_offset, q_pos, k_pos)
 
         return self.shared(("tisa", id(q_pos), id(k_pos)), make)
 
@@ -247,10 +271,9 @@ class KerpleLog(PositionalEncoding):
 
     def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
         def make() -> Tensor:
-            d = relative_distance(q_pos, k_pos).abs()[None]
-            r1 = self.r1.float().clamp(min=_KERPLE_EPS)[:, None, None]
-            r2 = self.r2.float().clamp(min=_KERPLE_EPS)[:, None, None]
-            return -r1 * torch.log1p(r2 * d)
+            r1 = self.r1.float().clamp(min=_KERPLE_EPS)[:, None]
+            r2 = self.r2.float().clamp(min=_KERPLE_EPS)[:, None]
+            return offset_bias(lambda rel: -r1 * torch.log1p(r2 * rel.abs()[None]), q_pos, k_pos)
 
         return self.shared(("kerple_log", id(q_pos), id(k_pos)), make)
 
@@ -273,12 +296,15 @@ class KerplePower(PositionalEncoding):
 
     def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
         def make() -> Tensor:
-            d = relative_distance(q_pos, k_pos).abs()[None]
-            r1 = self.r1.float().clamp(min=_KERPLE_EPS)[:, None, None]
-            r2 = self.r2.float().clamp(min=_KERPLE_EPS, max=2.0)[:, None, None]
-            # |d|^r2 through exp(r2·log d) with a safe log, so d = 0 gives 0 and a finite gradient in r2.
-            powed = torch.where(d > 0, torch.exp(r2 * torch.log(d.clamp(min=1e-6))), torch.zeros_like(d))
-            return -r1 * powed
+            r1 = self.r1.float().clamp(min=_KERPLE_EPS)[:, None]
+            r2 = self.r2.float().clamp(min=_KERPLE_EPS, max=2.0)[:, None]
+
+            def per_offset(rel: Tensor) -> Tensor:  # (N,) → (H, N)
+                d = rel.abs()[None]
+                # |d|^r2 through exp(r2·log d) with a safe log, so d = 0 gives 0 and a finite gradient in r2.
+                return -r1 * torch.where(d > 0, torch.exp(r2 * torch.log(d.clamp(min=1e-6))), torch.zeros_like(d))
+
+            return offset_bias(per_offset, q_pos, k_pos)
 
         return self.shared(("kerple_power", id(q_pos), id(k_pos)), make)
 
@@ -310,9 +336,11 @@ class Sandwich(PositionalEncoding):
 
     def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
         def make() -> Tensor:
-            rel = relative_distance(q_pos, k_pos)
-            s = torch.cos(rel[..., None] * self.inv_freq.to(rel.device)).sum(-1) - self.sandwich_dim / 2
-            return s[None] / self.ratio.to(rel.device)[:, None, None]
+            def per_offset(rel: Tensor) -> Tensor:  # (N,) → (H, N)
+                s = torch.cos(rel[:, None] * self.inv_freq.to(rel.device)).sum(-1) - self.sandwich_dim / 2
+                return s[None] / self.ratio.to(rel.device)[:, None]
+
+            return offset_bias(per_offset, q_pos, k_pos)
 
         return self.shared(("sandwich", id(q_pos), id(k_pos)), make)
 
