@@ -964,6 +964,7 @@ def toc(ctx: Context) -> dict[str, Any]:
             {"caption": "Methods", "chapters": methods},
             {"caption": "Using posenc", "chapters": [
                 {"file": "book/conventions"},
+                {"file": "book/implementations"},
                 {"file": "book/rerun"},
                 {"file": "book/card_format"},
                 {"file": "book/build"},
