@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from posenc import experiment as E
-from posenc.pe.base import PositionalEncoding, available, register
+from posenc.pe.base import PositionalEncoding, registered
 from posenc.pe.rotary import RoPE
 
 # Smaller than the smoke preset: a handful of steps, two evaluation lengths.
@@ -49,9 +50,11 @@ class _ScaledRoPE(RoPE):
         return super().inv_freq(seq_len, device) / self.scale
 
 
-for _cls in (_NaNPE, _ScaledRoPE):
-    if _cls.id not in available():
-        register(_cls)
+@pytest.fixture(autouse=True)
+def _test_pes() -> Iterator[None]:
+    """The two test-only PEs exist in the registry only while this module's tests run."""
+    with registered(_NaNPE, _ScaledRoPE):
+        yield
 
 
 # --------------------------------------------------------------------------- parameters

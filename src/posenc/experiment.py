@@ -1073,7 +1073,7 @@ def _leaderboard_png(folder: Path, preset: str) -> None:
         ax.set(xscale="log", yscale="log", title=title)
         ax.axhline(1.0, color="k", lw=0.5)
         ax.grid(alpha=0.3, which="both")
-        if ax.lines:
+        if any(not line.get_label().startswith("_") for line in ax.lines):
             ax.legend(fontsize=7, ncol=2, loc="upper left")
     for ax in axes[1]:
         ax.set_xlabel("evaluation length / train length")

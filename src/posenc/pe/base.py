@@ -34,6 +34,7 @@ __all__ = [
     "available",
     "get_class",
     "causal_mask",
+    "registered",
 ]
 
 
@@ -160,6 +161,18 @@ def register(cls: P) -> P:
         raise ValueError(f"positional encoding id {pid!r} is empty or already registered")
     _REGISTRY[pid] = cls
     return cls
+
+
+@contextmanager
+def registered(*classes: type[PositionalEncoding]) -> Iterator[None]:
+    """Register ``classes`` for the duration of a ``with`` block (e.g. a PE tried out, or defined by a test)."""
+    for cls in classes:
+        register(cls)
+    try:
+        yield
+    finally:
+        for cls in classes:
+            _REGISTRY.pop(cls.id, None)
 
 
 def _load_all() -> None:
