@@ -532,10 +532,9 @@ def train(method: str, preset: str | Preset = "smoke", seed: int = 0, *, device:
     path = checkpoint_dir() / f"{method}-{key}.pt"
     with _deterministic(seed):
         model = _build_model(method, p, hp)
-    ckpt = _load_checkpoint(path) if cache else None
-    if ckpt is not None:
-        model.load_state_dict(ckpt["state_dict"])
-        return TrainResult(model.to(dev).eval(), ckpt["loss"], ckpt["wall_s"], True, key, hp)
+    cached = _from_cache(path, model, dev, key, hp) if cache else None
+    if cached is not None:
+        return cached
     model.to(dev)
     t0 = time.perf_counter()
     with _deterministic(seed):
@@ -547,6 +546,15 @@ def train(method: str, preset: str | Preset = "smoke", seed: int = 0, *, device:
     if cache:
         _save_checkpoint(path, model, loss, wall, {"method": method, "preset": p.fields(), "seed": seed})
     return TrainResult(model, loss, wall, False, key, hp)
+
+
+def _from_cache(path: Path, model: Transformer, dev: Any, key: str, hp: dict[str, Any]) -> TrainResult | None:
+    """The checkpoint at ``path`` loaded into ``model`` as a :class:`TrainResult`, or None when absent."""
+    ckpt = _load_checkpoint(path)
+    if ckpt is None:
+        return None
+    model.load_state_dict(ckpt["state_dict"])
+    return TrainResult(model.to(dev).eval(), ckpt["loss"], ckpt["wall_s"], True, key, hp)
 
 
 def _transplant(base: Transformer, method: str, p: Preset, hp: dict[str, Any]) -> Transformer:
@@ -575,10 +583,9 @@ def finetune(method: str, base: TrainResult, preset: str | Preset = "smoke", see
     # Position samplers (PoSE ...) exist to reach the target length while training short: they fine-tune at
     # train_len with their sampled positions; the others fine-tune on windows of the target length.
     ff = 1 if _is_sampler(model.pe, p.train_len) else p.finetune_factor
-    ckpt = _load_checkpoint(path) if cache else None
-    if ckpt is not None:
-        model.load_state_dict(ckpt["state_dict"])
-        return TrainResult(model.to(dev).eval(), ckpt["loss"], ckpt["wall_s"], True, key, hp)
+    cached = _from_cache(path, model, dev, key, hp) if cache else None
+    if cached is not None:
+        return cached
     model.to(dev)
     t0 = time.perf_counter()
     with _deterministic(seed + 1):

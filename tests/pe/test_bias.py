@@ -220,18 +220,6 @@ def test_model_forward_backward_finite(pid: str) -> None:
         assert torch.isfinite(m.eval()(torch.randint(0, 256, (1, 300)))[0]).all()
 
 
-@pytest.mark.parametrize("pid", BIAS_IDS)
-def test_fast_and_explicit_attention_paths_agree(pid: str) -> None:
-    torch.manual_seed(0)
-    pe = posenc.build(pid, head_dim=8, num_heads=2, train_len=16)
-    a = Transformer(ModelConfig(n_layer=1, n_head=2, d_model=16, attn="sdpa"), pe).eval()
-    b = Transformer(ModelConfig(n_layer=1, n_head=2, d_model=16, attn="explicit"), pe).eval()
-    b.load_state_dict(a.state_dict())
-    tokens = torch.randint(0, 256, (2, 20))
-    with torch.no_grad():
-        torch.testing.assert_close(a(tokens)[0], b(tokens)[0], rtol=1e-4, atol=1e-4)
-
-
 def test_invalid_hyperparameters_raise() -> None:
     for pid, kw, name in [("t5_bias", {"num_buckets": 1}, "num_buckets"), ("tisa", {"num_kernels": 0}, "num_kernels"),
                           ("sandwich", {"sandwich_dim": 3}, "sandwich_dim"), ("fire", {"c": -1.0}, "c"),
