@@ -19,10 +19,8 @@ SURVEY_DOI = "10.18653/v1/2024.findings-emnlp.582"
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    shutil.copytree(FIXTURES / "repo", root)
-    return root
+def repo(fixture_repo: Path) -> Path:
+    return fixture_repo
 
 
 @pytest.fixture

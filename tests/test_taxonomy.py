@@ -19,10 +19,8 @@ ALIBI = "taxonomy/methods/alibi.yaml"
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    shutil.copytree(FIXTURES / "repo", root)
-    return root
+def repo(fixture_repo: Path) -> Path:
+    return fixture_repo
 
 
 def edit(root: Path, card_id: str, fn: Callable[[dict[str, Any]], Any]) -> None:
