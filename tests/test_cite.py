@@ -19,11 +19,6 @@ SURVEY_DOI = "10.18653/v1/2024.findings-emnlp.582"
 
 
 @pytest.fixture
-def repo(fixture_repo: Path) -> Path:
-    return fixture_repo
-
-
-@pytest.fixture
 def bib() -> cite.Bibliography:
     return cite.read_bibliography(FIXTURES / "repo" / "references.bib")
 

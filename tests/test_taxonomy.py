@@ -18,11 +18,6 @@ REPO = Path(__file__).resolve().parents[1]
 ALIBI = "taxonomy/methods/alibi.yaml"
 
 
-@pytest.fixture
-def repo(fixture_repo: Path) -> Path:
-    return fixture_repo
-
-
 def edit(root: Path, card_id: str, fn: Callable[[dict[str, Any]], Any]) -> None:
     path = root / tx.METHODS_DIR / f"{card_id}.yaml"
     card = yaml.safe_load(path.read_text(encoding="utf-8"))

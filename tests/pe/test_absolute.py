@@ -140,7 +140,9 @@ def test_bipe_intra_embedding_and_segment_alibi_bias() -> None:
     expected = -alibi_slopes(4)[:, None, None] * (seg[:, None] - seg[None, :])
     assert b.shape == (1, 4, 7, 7)
     torch.testing.assert_close(b[0], expected)
-    assert pe.bias(pos, pos) is None  # no token ids → one segment, no bias
+    for hook in (lambda: pe.bias(pos, pos), lambda: pe.embed(x, pos)):  # no token ids: an error, no fallback
+        with pytest.raises(ValueError, match="token ids"):
+            hook()
 
 
 def test_cope_positions_match_a_loop() -> None:

@@ -348,7 +348,7 @@ def segment_positions(tokens: Tensor, separators: tuple[int, ...] = SEGMENT_BYTE
 
 
 @register
-class BiPE(PositionalEncoding):
+class BiPE(Sinusoidal):
     """BiPE, Bilevel Positional Encoding (He et al., ICML 2024), BiPE-ALiBi variant.
 
     The text is split into segments at the bytes '.', '\\n', '?', '!' (read from the token ids passed through
@@ -356,37 +356,35 @@ class BiPE(PositionalEncoding):
       * an intra-segment absolute encoding: x_t + PE(pos_in_segment(t)), sinusoidal (interleaved sin/cos);
       * an inter-segment relative encoding in every layer: bias −m_h·(seg(i) − seg(j)), ALiBi slopes m_h,
         not scaled by 1/√d, returned as (B, H, T, S) because it depends on the tokens.
-    The paper's other variant (BiPE-RoPE: RoPE on segment indices) is not implemented here. Without token ids
-    (``scope()`` not opened with tokens) the whole sequence is one segment: the intra part is the plain
-    sinusoidal APE and the bias is zero. Query i and key j must index the same token sequence (T = S).
+    The paper's other variant (BiPE-RoPE: RoPE on segment indices) is not implemented here. The segments need
+    the token ids: outside a ``scope(tokens)`` (the reference model always opens one) the hooks raise rather
+    than fall back to something else. Query i and key j must index the same token sequence (T = S).
     """
 
     id = "bipe"
 
     def __init__(self, *, head_dim: int, num_heads: int, train_len: int, base: float = 10000.0) -> None:
-        super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len)
-        self._check("base", base, isinstance(base, (int, float)) and base > 1, "a number > 1")
-        self._check("head_dim", head_dim, self.d_model % 2 == 0, "such that d_model is even")
-        self.base = float(base)
+        super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len, base=base)
         self.register_buffer("slopes", alibi_slopes(num_heads), persistent=False)
 
-    def _segments(self, batch: int, length: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
+    def _segments(self, batch: int, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
         tok = self._tokens
         if tok is None:
-            return None
+            raise ValueError("bipe: needs the token ids to find segments; call the hooks inside pe.scope(tokens), "
+                             "as the reference model does")
         if tuple(tok.shape) != (batch, length):
             raise ValueError(f"bipe: token ids {tuple(tok.shape)} do not match the sequence ({batch}, {length})")
         return self.shared(("bipe_seg", id(tok)), lambda: segment_positions(tok.to(device)))
 
     def embed(self, x: Tensor, pos: Tensor) -> Tensor:
-        seg = self._segments(x.size(0), x.size(1), x.device)
-        intra = pos[None, :] if seg is None else seg[1].to(torch.float32)
-        return x + sinusoidal_table(intra, self.d_model, self.base).to(x.dtype)
+        _, intra = self._segments(x.size(0), x.size(1), x.device)
+        return x + self.table(intra.to(torch.float32)).to(x.dtype)
 
-    def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor | None:
+    def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
         tok = self._tokens
         if tok is None:
-            return None
+            raise ValueError("bipe: needs the token ids to find segments; call the hooks inside pe.scope(tokens), "
+                             "as the reference model does")
         if q_pos.numel() != k_pos.numel() or tok.size(1) != k_pos.numel():
             raise ValueError("bipe: queries and keys must index the same token sequence (T = S = len(tokens))")
 

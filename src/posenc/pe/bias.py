@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -252,61 +253,65 @@ class ALiBi(PositionalEncoding):
 _KERPLE_EPS = 1e-2  # lower bound of r1, r2 in the released KERPLE code
 
 
+class _Kerple(PositionalEncoding):
+    """KERPLE's shared part (Chi et al., NeurIPS 2022): a bias −k_h(|i − j|) with learnable r1_h, r2_h > 0.
+
+    As in the authors' code, r1 ~ U(0, ``r1_init``) and r2 ~ U(0, ``r2_init``) at init, and the forward uses
+    values clamped to [0.01, ``r2_max``] (the code clamps the parameters in place, which gives the same
+    logits). Subclasses give the kernel.
+    """
+
+    relative = True
+    r1_init: ClassVar[float]
+    r2_init: ClassVar[float]
+    r2_max: ClassVar[float | None] = None
+
+    def __init__(self, *, head_dim: int, num_heads: int, train_len: int) -> None:
+        super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len)
+        self.r1 = nn.Parameter(torch.rand(num_heads) * self.r1_init)
+        self.r2 = nn.Parameter(torch.rand(num_heads) * self.r2_init)
+
+    def kernel(self, d: Tensor, r1: Tensor, r2: Tensor) -> Tensor:
+        """The bias at distances d (1, N) ≥ 0 for per-head r1, r2 (H, 1) → (H, N)."""
+        raise NotImplementedError
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
+        def make() -> Tensor:
+            r1 = self.r1.float().clamp(min=_KERPLE_EPS)[:, None]
+            r2 = self.r2.float().clamp(min=_KERPLE_EPS, max=self.r2_max)[:, None]
+            return offset_bias(lambda rel: self.kernel(rel.abs()[None], r1, r2), q_pos, k_pos)
+
+        return self.shared((self.id, id(q_pos), id(k_pos)), make)
+
+
 @register
-class KerpleLog(PositionalEncoding):
+class KerpleLog(_Kerple):
     """KERPLE, logarithmic variant (Chi et al., NeurIPS 2022, Eq. in §4): logits − r1_h·log(1 + r2_h·|i − j|).
 
-    r1, r2 > 0 per head. As in the authors' code (ParallelKerpleLog): r1 ~ U(0, 2), r2 ~ U(0, 1) at init and
-    both are kept ≥ 0.01 (the code clamps the parameters in place; here the forward uses the clamped values,
-    which gives the same logits).
+    r1, r2 > 0 per head; r1 ~ U(0, 2), r2 ~ U(0, 1) at init, as in the authors' ParallelKerpleLog.
     """
 
     id = "kerple_log"
-    relative = True
+    r1_init, r2_init = 2.0, 1.0
 
-    def __init__(self, *, head_dim: int, num_heads: int, train_len: int) -> None:
-        super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len)
-        self.r1 = nn.Parameter(torch.rand(num_heads) * 2)
-        self.r2 = nn.Parameter(torch.rand(num_heads) * 1)
-
-    def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
-        def make() -> Tensor:
-            r1 = self.r1.float().clamp(min=_KERPLE_EPS)[:, None]
-            r2 = self.r2.float().clamp(min=_KERPLE_EPS)[:, None]
-            return offset_bias(lambda rel: -r1 * torch.log1p(r2 * rel.abs()[None]), q_pos, k_pos)
-
-        return self.shared(("kerple_log", id(q_pos), id(k_pos)), make)
+    def kernel(self, d: Tensor, r1: Tensor, r2: Tensor) -> Tensor:
+        return -r1 * torch.log1p(r2 * d)
 
 
 @register
-class KerplePower(PositionalEncoding):
+class KerplePower(_Kerple):
     """KERPLE, power variant (Chi et al., NeurIPS 2022): logits − r1_h·|i − j|^(r2_h), r1 > 0, 0 < r2 ≤ 2.
 
-    As in the authors' code (ParallelKerplePower): r1 ~ U(0, 1), r2 ~ U(0, 2) at init; r1 ≥ 0.01 and
-    0.01 ≤ r2 ≤ 2 (clamped values used in the forward). ALiBi is r2 = 1 with fixed r1.
+    r1 ~ U(0, 1), r2 ~ U(0, 2) at init and 0.01 ≤ r2 ≤ 2, as in the authors' ParallelKerplePower. ALiBi is
+    r2 = 1 with fixed r1.
     """
 
     id = "kerple_power"
-    relative = True
+    r1_init, r2_init, r2_max = 1.0, 2.0, 2.0
 
-    def __init__(self, *, head_dim: int, num_heads: int, train_len: int) -> None:
-        super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len)
-        self.r1 = nn.Parameter(torch.rand(num_heads) * 1)
-        self.r2 = nn.Parameter(torch.rand(num_heads) * 2)
-
-    def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
-        def make() -> Tensor:
-            r1 = self.r1.float().clamp(min=_KERPLE_EPS)[:, None]
-            r2 = self.r2.float().clamp(min=_KERPLE_EPS, max=2.0)[:, None]
-
-            def per_offset(rel: Tensor) -> Tensor:  # (N,) → (H, N)
-                d = rel.abs()[None]
-                # |d|^r2 through exp(r2·log d) with a safe log, so d = 0 gives 0 and a finite gradient in r2.
-                return -r1 * torch.where(d > 0, torch.exp(r2 * torch.log(d.clamp(min=1e-6))), torch.zeros_like(d))
-
-            return offset_bias(per_offset, q_pos, k_pos)
-
-        return self.shared(("kerple_power", id(q_pos), id(k_pos)), make)
+    def kernel(self, d: Tensor, r1: Tensor, r2: Tensor) -> Tensor:
+        # |d|^r2 through exp(r2·log d) with a safe log, so d = 0 gives 0 and a finite gradient in r2.
+        return -r1 * torch.where(d > 0, torch.exp(r2 * torch.log(d.clamp(min=1e-6))), torch.zeros_like(d))
 
 
 @register
