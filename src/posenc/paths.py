@@ -9,6 +9,7 @@ YAML is read only through :func:`read_yaml`: PyYAML's *safe* loader (tags such a
 errors and never executed), duplicate keys rejected, YAML 1.2 booleans (only ``true``/``false``), files of
 at most :data:`MAX_YAML_BYTES` and documents that expand to at most :data:`MAX_YAML_NODES` nodes once aliases
 are followed (an "alias bomb" is refused before it is built). Errors name the file and, where known, the line.
+YAML is written only through :func:`dump_yaml` (the safe dumper), so this is the one module importing PyYAML.
 
 This module imports neither torch nor pandas: the knowledge-base commands start fast.
 """
@@ -44,6 +45,7 @@ __all__ = [
     "data_dir",
     "read_yaml",
     "parse_yaml",
+    "dump_yaml",
 ]
 
 ROOT_ENV = "POSENC_ROOT"
@@ -285,3 +287,9 @@ def read_yaml(path: str | os.PathLike[str], root: str | os.PathLike[str] | None 
     except OSError as exc:
         raise YAMLReadError(name, f"cannot read: {exc.strerror or exc}") from None
     return parse_yaml(text, name)
+
+
+def dump_yaml(data: Any, **options: Any) -> str:
+    """``data`` as YAML text with PyYAML's *safe* dumper (plain types only); ``options`` are those of
+    :func:`yaml.safe_dump` (e.g. ``sort_keys=False``, ``default_flow_style=True``, ``width``)."""
+    return str(yaml.safe_dump(data, **options))
