@@ -191,3 +191,18 @@ def test_parse_yaml_names_its_source_and_dump_round_trips() -> None:
     assert paths.parse_yaml("") is None
     data = {"id": "alibi", "x": [1, 2.5, None, True], "name": "Ünïcode"}
     assert paths.parse_yaml(paths.dump_yaml(data, sort_keys=False, allow_unicode=True)) == data
+
+
+@pytest.mark.parametrize("text", ['{"a": &x [1, 2], "b":*x}', "a: &x [1]\nb: [*x,*x]\n", "a: &x 1\nb:\n- *x\n",
+                                  "a: &x {k: 1}\nb:\n  <<: *x\n", "? &x a\n: 1\n? b\n:\n  *x\n"])
+def test_every_alias_position_is_seen(text: str) -> None:
+    """The fast path that skips the expansion count for alias-free text never misses an alias."""
+    assert paths._may_have_aliases(text)
+    paths.parse_yaml(text)
+
+
+def test_alias_free_text_skips_the_count_only_when_short() -> None:
+    assert not paths._may_have_aliases("formula: q_i k_j^* + a*b\nlist: [1, 2]\n")
+    assert paths._may_have_aliases("[" + "1," * paths.MAX_YAML_NODES + "1]")
+    with pytest.raises(paths.YAMLReadError, match="expands to more than"):
+        paths.parse_yaml("[" + "1," * paths.MAX_YAML_NODES + "1]")  # the limit holds without aliases too

@@ -237,6 +237,18 @@ def _expanded_size(node: yaml.Node, limit: int) -> int:
     return memo[id(node)]
 
 
+# Where an alias token ("*name") could start: at the start of a line or after whitespace or a flow or
+# value indicator. Anything else with a "*" (LaTeX such as k^*, a product a*b) is a false positive, never a miss.
+_ALIAS_START = re.compile(r"(?:^|[\s\[{,:?-])\*", re.M)
+
+
+def _may_have_aliases(text: str) -> bool:
+    """False only when ``text`` cannot expand past :data:`MAX_YAML_NODES`: it has no alias token, and it is so
+    short that its own nodes (at most 1.5 per character, e.g. ``{a,b}``) stay under the limit. Walking the
+    node graph in Python is the largest cost of reading a card, so the common case skips it."""
+    return 3 * len(text) > 2 * MAX_YAML_NODES or _ALIAS_START.search(text) is not None
+
+
 def _error_line(exc: yaml.YAMLError) -> tuple[str, int | None]:
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
@@ -256,7 +268,7 @@ def parse_yaml(text: str, name: str = "<string>") -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        if _expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+        if _may_have_aliases(text) and _expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
             raise YAMLReadError(name, f"YAML error: the document expands to more than {MAX_YAML_NODES:,} nodes "
                                       "through its aliases (refused)")
         return loader.construct_document(node)

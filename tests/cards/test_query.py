@@ -1,5 +1,5 @@
 """posenc.cards.query: flat records, the filter language (typed, checked against the schema, never evaluated)
-and the pandas view (also through the old ``posenc.taxonomy.load()``)."""
+and the pandas view."""
 
 from __future__ import annotations
 
