@@ -420,7 +420,7 @@ class Card(Mapping[str, Any]):
         return len(self.data)
 
     def __repr__(self) -> str:
-        return f"Card({self.id!r}, file={self.file!r})"
+        return f"Card(file={self.file!r})"
 
     # -- typed accessors
     def _field(self, name: str) -> Any:
