@@ -232,7 +232,11 @@ def test_verdicts() -> None:
                                         ({"metric": "ppl_ratio", "at": 4, "op": "=<", "value": 1}, "expect.op"),
                                         ({"metric": "ppl_ratio", "at": "4x", "op": "<", "value": 1}, "expect.at"),
                                         ({"metric": "ppl_vs_baseline", "at": 4, "op": "<", "value": 1},
-                                         "expect.baseline")])
+                                         "expect.baseline"),
+                                        ({"metric": "ppl_ratio", "at": 4, "op": "<", "value": math.nan},
+                                         "expect.value: expected a finite number"),
+                                        ({"metric": "ppl_ratio", "at": 4, "op": "<", "value": 1,
+                                          "variant": "fine_tuned"}, "expect.variant")])
 def test_bad_expect_is_named(bad: dict[str, Any], field: str) -> None:
     card = {"_path": "taxonomy/methods/x.yaml", "claims": [{"id": "c", "expect": bad}]}
     with pytest.raises(ValueError, match=rf"x\.yaml: claims\[0\]: {field}"):

@@ -42,7 +42,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from posenc import data as D
+from posenc.cards import Card, find_card, parse_expect
 
 if TYPE_CHECKING:
     import torch
@@ -240,19 +241,8 @@ def result_path(method: str, preset: str, seed: int, results_dir: str | Path | N
     return results_root(results_dir) / preset / f"{method}-seed{seed}.json"
 
 
-def load_card(method: str) -> dict[str, Any] | None:
-    """The card ``taxonomy/methods/<method>.yaml`` as a dict, or None when there is none."""
-    import yaml
-
-    path = repo_root() / "taxonomy" / "methods" / f"{method}.yaml"
-    if not path.exists():
-        return None
-    with open(path, encoding="utf-8") as f:
-        card = yaml.safe_load(f)
-    if not isinstance(card, dict):
-        raise ValueError(f"{path}: a card must be a mapping")
-    card["_path"] = str(path)
-    return card
+#: The card ``taxonomy/methods/<method>.yaml`` (a :class:`posenc.cards.Card`), or None when there is none.
+load_card = find_card
 
 
 def method_info(method: str) -> dict[str, Any]:
@@ -747,22 +737,6 @@ def _point(curve: list[dict[str, Any]], factor: float, key: str) -> float | None
     return None
 
 
-def _check_expect(expect: Any, where: str) -> None:
-    if not isinstance(expect, dict):
-        raise ValueError(f"{where}: 'expect' must be a mapping or null, got {expect!r}")
-    metric = expect.get("metric")
-    if metric not in ("ppl_ratio", "ppl_vs_baseline", "accuracy"):
-        raise ValueError(f"{where}: expect.metric must be ppl_ratio, ppl_vs_baseline or accuracy, got {metric!r}")
-    if expect.get("op") not in _OPS:
-        raise ValueError(f"{where}: expect.op must be one of {', '.join(_OPS)}, got {expect.get('op')!r}")
-    for name in ("at", "value"):
-        v = expect.get(name)
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            raise ValueError(f"{where}: expect.{name} must be a number, got {v!r}")
-    if metric == "ppl_vs_baseline" and not isinstance(expect.get("baseline"), str):
-        raise ValueError(f"{where}: expect.baseline must name a card for ppl_vs_baseline")
-
-
 def claim_verdict(expect: dict[str, Any] | None, curves: dict[str, list[dict[str, Any]]] | None,
                   baseline_curves: dict[str, list[dict[str, Any]]] | None = None, *, where: str = "claim"
                   ) -> dict[str, Any]:
@@ -772,9 +746,8 @@ def claim_verdict(expect: dict[str, Any] | None, curves: dict[str, list[dict[str
     baseline's ppl(at×L). ``accuracy``: arithmetic accuracy at at×L. Returns ``{"verdict", "measured",
     "reason"}``; "not applicable" when ``expect`` is null or the needed points were not measured.
     """
-    if expect is None:
+    if parse_expect(expect, where) is None:
         return {"verdict": "not applicable", "measured": None, "reason": "no testable expectation at this scale"}
-    _check_expect(expect, where)
     if not curves:
         return {"verdict": "not applicable", "measured": None, "reason": "nothing measured"}
     at, metric = expect["at"], expect["metric"]
@@ -799,33 +772,33 @@ def claim_verdict(expect: dict[str, Any] | None, curves: dict[str, list[dict[str
                       f"{expect['op']} {expect['value']}"}
 
 
-def judge_claims(card: dict[str, Any] | None, curves: dict[str, list[dict[str, Any]]] | None,
+def judge_claims(card: Mapping[str, Any] | None, curves: dict[str, list[dict[str, Any]]] | None,
                  baseline_curves: Callable[[str], dict[str, Any] | None] = lambda _: None,
                  variants: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Every claim of ``card`` with its verdict; ``baseline_curves(id)`` gives a baseline's curves or None.
 
-    An optional ``expect.variant`` (``zero_shot`` or ``finetuned``) judges an applied method's claim on
+    An optional ``expect.variant`` (``zero_shot``, ``finetuned`` or ``scratch``) judges an applied method's claim on
     that variant's curves instead of the primary ones (``variants`` maps names to ``{"curves": ...}``).
     """
     if not card:
         return []
     out = []
     claims = card.get("claims") or []
+    source = card.file if isinstance(card, Card) else card.get("_path", "card")
     if not isinstance(claims, list):
-        raise ValueError(f"{card.get('_path', 'card')}: 'claims' must be a list")
+        raise ValueError(f"{source}: 'claims' must be a list")
     for i, c in enumerate(claims):
-        where = f"{card.get('_path', 'card')}: claims[{i}]"
+        where = f"{source}: claims[{i}]"
         if not isinstance(c, dict):
             raise ValueError(f"{where} must be a mapping")
         expect = c.get("expect")
+        parsed = parse_expect(expect, where)  # TaxonomyError (a ValueError) naming file and field
         base = None
-        if isinstance(expect, dict) and expect.get("metric") == "ppl_vs_baseline" and expect.get("baseline"):
-            base = baseline_curves(expect["baseline"])
+        if parsed is not None and parsed.metric == "ppl_vs_baseline" and parsed.baseline:
+            base = baseline_curves(parsed.baseline)
         own = curves
-        if isinstance(expect, dict) and expect.get("variant") is not None:
-            name = expect["variant"]
-            if name not in ("zero_shot", "finetuned", "scratch"):
-                raise ValueError(f"{where}: expect.variant must be zero_shot or finetuned, got {name!r}")
+        if parsed is not None and parsed.variant is not None:
+            name = parsed.variant
             own = (variants or {}).get(name, {}).get("curves")
             if own is None:
                 out.append({k: c.get(k) for k in ("id", "source", "statement", "dataset", "metric",

@@ -59,17 +59,15 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def implemented_cards() -> list[str]:
     """Ids of cards whose ``implementation`` is registered, baselines first, then sorted."""
-    import yaml
-
-    from posenc.experiment import BASELINES, repo_root
+    from posenc.cards import load_cards
+    from posenc.experiment import BASELINES
     from posenc.pe.base import available
 
     have = set(available())
     ids = []
-    for path in sorted((repo_root() / "taxonomy" / "methods").glob("*.yaml")):
-        card = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for card in load_cards():  # a broken card raises TaxonomyError (a ValueError) naming its file
         impl = card.get("implementation")
-        if impl and impl in have and card.get("id", path.stem) == impl:
+        if impl and impl in have and card.get("id", card.id) == impl:
             ids.append(impl)
     return sorted(ids, key=lambda m: (m not in BASELINES, BASELINES.index(m) if m in BASELINES else 0, m))
 
