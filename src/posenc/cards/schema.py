@@ -34,6 +34,8 @@ __all__ = [
     "EXPECT_METRICS",
     "EXPECT_OPS",
     "EXPECT_VARIANTS",
+    "EXPECT_TASKS",
+    "CONTROL",
     "EXPECT_SCHEMA",
     "CLAIM_SCHEMA",
     "CARD_SCHEMA",
@@ -248,32 +250,76 @@ def _check_enum(spec: Spec, value: Any, path: str, out: list[tuple[str, str]]) -
 
 
 # ---------------------------------------------------------------------------------------------- expect
-EXPECT_METRICS = ("ppl_ratio", "ppl_vs_baseline", "accuracy")
+@dataclass(frozen=True)
+class Point:
+    """One of the paper's own numbers: ``value`` measured at sequence ``length``."""
+
+    length: int
+    value: float
+
+
+#: ``ppl_ratio``: the method's perplexity at ``at``×L over its own at 1×. ``ppl_vs``: the method's perplexity at
+#: ``at``×L over the comparator's, paired by seed. ``accuracy``: task accuracy at ``at``×L. ``accuracy_vs``: the
+#: method's task accuracy minus the comparator's at ``at``×L.
+EXPECT_METRICS = ("ppl_ratio", "ppl_vs", "accuracy", "accuracy_vs")
 EXPECT_OPS = ("<", "<=", ">", ">=")
 #: The experiment variant whose curves judge a claim; null means the method's primary variant.
 EXPECT_VARIANTS = ("zero_shot", "finetuned", "scratch")
+#: The synthetic tasks (``posenc.tasks.TASKS``; a test keeps the two equal without importing it here).
+EXPECT_TASKS = ("needle", "latest")
+#: A comparator that names no card: the base model given the same treatment (its own zero-shot weights for a
+#: zero-shot method, the same fine-tune for a fine-tuned one).
+CONTROL = "control"
+_VS = ("ppl_vs", "accuracy_vs")
+_ACC = ("accuracy", "accuracy_vs")
 
 
 def _expect_rules(expect: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
-    """``baseline`` is required with ``ppl_vs_baseline`` and allowed with no other metric."""
+    """Between-field rules of an ``expect`` (see ``book/card_format.md``)."""
+    if "not_tested" in expect:
+        for key in expect:
+            if key not in ("not_tested", "metric"):
+                yield _join(path, key), "not allowed with 'not_tested' (an untested claim states only why)"
+        return
+    for key in ("metric", "op"):
+        if key not in expect:
+            yield _join(path, key), "missing key (or give 'not_tested' with the reason)"
     metric = expect.get("metric")
-    if metric == "ppl_vs_baseline" and "baseline" not in expect:
-        yield _join(path, "baseline"), "required when metric is 'ppl_vs_baseline'"
-    elif metric in EXPECT_METRICS and metric != "ppl_vs_baseline" and "baseline" in expect:
-        yield _join(path, "baseline"), f"only allowed when metric is 'ppl_vs_baseline', not {metric!r}"
+    if metric in _VS and "comparator" not in expect:
+        yield _join(path, "comparator"), f"required when metric is {metric!r}"
+    elif metric in EXPECT_METRICS and metric not in _VS and "comparator" in expect:
+        yield _join(path, "comparator"), f"only allowed when metric is ppl_vs or accuracy_vs, not {metric!r}"
+    if metric in _ACC and "task" not in expect:
+        yield _join(path, "task"), f"required when metric is {metric!r}"
+    elif metric in EXPECT_METRICS and metric not in _ACC and "task" in expect:
+        yield _join(path, "task"), f"only allowed when metric is accuracy or accuracy_vs, not {metric!r}"
+    if ("value" in expect) != ("value_from" in expect):
+        missing = "value_from" if "value" in expect else "value"
+        yield _join(path, missing), ("required with an explicit value: where in the paper the number comes from"
+                                     if missing == "value_from" else "required with value_from")
+    if metric in _ACC and "value" not in expect:
+        yield _join(path, "value"), "required for accuracy claims (with value_from)"
+    if "comparator_points" in expect and metric != "ppl_vs":
+        yield _join(path, "comparator_points"), "only allowed when metric is 'ppl_vs'"
+    if expect.get("at") is not None and isinstance(expect.get("at"), (int, float)) and expect["at"] < 1:
+        yield _join(path, "at"), f"must be a factor >= 1 of the training length, got {expect['at']!r}"
 
 
-#: A claim's ``expect``: ``metric`` at ``at`` × the training length, compared with ``op`` to ``value``.
 EXPECT_SCHEMA = _map(
-    optional=("baseline", "variant"),
+    optional=("metric", "op", "variant", "comparator", "task", "at", "value", "value_from", "comparator_points",
+              "not_tested"),
     nullable=True,
     rules=(_expect_rules,),
     metric=_enum(*EXPECT_METRICS),
-    at=Spec("number", minimum=0),
     op=_enum(*EXPECT_OPS),
-    value=Spec("number"),
-    baseline=_str(pattern=ID_RE),
     variant=_enum(*EXPECT_VARIANTS, nullable=True),
+    comparator=_str(pattern=ID_RE),
+    task=_enum(*EXPECT_TASKS),
+    at=Spec("number", minimum=0),
+    value=Spec("number"),
+    value_from=_str(),
+    comparator_points=_list(_map(length=Spec("int", minimum=1), value=Spec("number"))),
+    not_tested=_str(),
 )
 
 
@@ -281,12 +327,16 @@ EXPECT_SCHEMA = _map(
 class Expect:
     """A validated ``expect`` (one field per entry of :data:`EXPECT_SCHEMA`; numbers are finite)."""
 
-    metric: str
-    at: float
-    op: str
-    value: float
-    baseline: str | None = None
+    metric: str | None = None
+    op: str | None = None
     variant: str | None = None
+    comparator: str | None = None
+    task: str | None = None
+    at: float | None = None
+    value: float | None = None
+    value_from: str | None = None
+    comparator_points: tuple[Point, ...] = ()
+    not_tested: str | None = None
 
 
 def parse_expect(raw: Any, where: str) -> Expect | None:
@@ -300,7 +350,10 @@ def parse_expect(raw: Any, where: str) -> Expect | None:
     problems = check_value(EXPECT_SCHEMA, raw, "expect")
     if problems:
         raise TaxonomyError("\n".join(f"{where}: {f}: {m}" for f, m in problems))
-    return Expect(**{f.name: raw.get(f.name) for f in fields(Expect)})
+    values = {f.name: raw.get(f.name) for f in fields(Expect) if f.name in raw}
+    if "comparator_points" in values:
+        values["comparator_points"] = tuple(Point(p["length"], p["value"]) for p in values["comparator_points"])
+    return Expect(**values)
 
 
 # ---------------------------------------------------------------------------------------------- schemas
@@ -369,14 +422,6 @@ CATEGORY_SCHEMA: Spec = _map(
 
 
 # ---------------------------------------------------------------------------------------------- typed cards
-@dataclass(frozen=True)
-class Point:
-    """One of the paper's own numbers: ``value`` measured at sequence ``length``."""
-
-    length: int
-    value: float
-
-
 @dataclass(frozen=True)
 class Claim:
     """A validated claim of a card (``book/card_format.md``, section Claims)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from posenc import paths
-from posenc.cards.schema import CARD_SCHEMA, CATEGORY_SCHEMA, ID_RE, Problem, check_value, hint, show
+from posenc.cards.schema import CARD_SCHEMA, CATEGORY_SCHEMA, CONTROL, ID_RE, Problem, check_value, hint, show
 from posenc.cards.store import category_paths, root_of
 
 __all__ = ["RegistryEntry", "count_sentences", "static_registry", "validate"]
@@ -453,7 +453,8 @@ def _cross_check(card: _Checked, root: Path, cat_paths: Mapping[str, Any] | None
 
 
 def _cross_check_claims(card: _Checked, ids: set[str]) -> None:
-    """Claim ids are unique; an ``expect.baseline`` names another card (its own rules are in the schema)."""
+    """Claim ids are unique; an ``expect.comparator`` names another card (or ``control``); a threshold or a
+    length left out of ``expect`` can be derived from the claim's own points (the schema has the rest)."""
     claims = card.data.get("claims")
     if not isinstance(claims, list):
         return
@@ -467,10 +468,27 @@ def _cross_check_claims(card: _Checked, ids: set[str]) -> None:
                 card.add(f"claims[{i}].id", f"duplicate claim id {claim_id!r}")
             seen.add(claim_id)
         expect = claim.get("expect")
-        baseline = expect.get("baseline") if isinstance(expect, Mapping) else None
-        if isinstance(baseline, str) and expect.get("metric") == "ppl_vs_baseline":
-            where = f"claims[{i}].expect.baseline"
-            if baseline == card.stem:
-                card.add(where, "a card cannot be its own baseline")
-            elif baseline not in ids:
-                card.add(where, f"{baseline!r} is not a card id" + hint(baseline, ids))
+        if not isinstance(expect, Mapping) or "not_tested" in expect:
+            continue
+        comparator = expect.get("comparator")
+        if isinstance(comparator, str) and comparator != CONTROL:
+            where = f"claims[{i}].expect.comparator"
+            if comparator == card.stem:
+                card.add(where, "a card cannot be its own comparator")
+            elif comparator not in ids:
+                card.add(where, f"{comparator!r} is not a card id or 'control'" + hint(comparator, ids))
+        points = claim.get("points") if isinstance(claim.get("points"), list) else []
+        lengths = [p.get("length") for p in points if isinstance(p, Mapping)]
+        metric = expect.get("metric")
+        if "at" not in expect and not (lengths and (claim.get("train_length") or len(lengths) >= 2)):
+            card.add(f"claims[{i}].expect.at", "missing: give 'at', or points and a train_length to derive it from")
+        if "value" not in expect:
+            if metric == "ppl_ratio" and len(lengths) < 2:
+                card.add(f"claims[{i}].expect.value", "cannot be derived: ppl_ratio needs two points (the train "
+                         "length and the test length), or an explicit value with value_from")
+            if metric == "ppl_vs":
+                cmp_lengths = [p.get("length") for p in expect.get("comparator_points") or []
+                               if isinstance(p, Mapping)]
+                if not lengths or lengths[-1] not in cmp_lengths:
+                    card.add(f"claims[{i}].expect.value", "cannot be derived: ppl_vs needs comparator_points at "
+                             "the claim's last point's length, or an explicit value with value_from")
