@@ -13,7 +13,7 @@ import torch
 
 from posenc import experiment as E
 from posenc.pe.base import PositionalEncoding, registered
-from posenc.pe.rotary import RoPE
+from posenc.pe.rope import RoPE
 
 # Smaller than the smoke preset: a handful of steps, two evaluation lengths.
 TINY: dict[str, Any] = dict(steps=4, batch_size=4, task_batch=1, eval_factors=(1, 2), eval_tokens=128,
