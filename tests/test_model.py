@@ -141,6 +141,23 @@ def test_explicit_path_chunks_only_without_autograd() -> None:
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("pe_id", ["alibi", "t5_bias", "bipe", "irope"])
+def test_mask_path_in_query_blocks_matches_explicit(pe_id: str) -> None:
+    kw = {"attention_chunk": 100, "nope_every": 2} if pe_id == "irope" else {}
+    models = []
+    for attn in ("sdpa", "explicit"):
+        torch.manual_seed(0)
+        pe = posenc.build(pe_id, head_dim=16, num_heads=2, train_len=8, **kw)
+        torch.manual_seed(0)
+        models.append(Transformer(ModelConfig(d_model=32, n_head=2, n_layer=2, attn=attn), pe).eval())
+    tokens = torch.randint(0, 256, (2, 700))
+    tokens[:, ::9] = ord(".")
+    plan = models[0].plan(models[0].context(tokens), 2)[0]
+    assert plan.kind == "mask" and [(a, b, s) for a, b, s, _ in plan.masks] == [(0, 350, 350), (350, 700, 700)]
+    with torch.no_grad():
+        torch.testing.assert_close(models[0](tokens)[0], models[1](tokens)[0], rtol=1e-4, atol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------- static masks
 def test_alibi_mask_is_kept_across_forwards_and_never_stale(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []

@@ -16,7 +16,10 @@ How a layer attends is chosen once per forward, in one place (:meth:`Transformer
   with no mask, the speed limit of a plain causal model;
 * ``mask``: a bias (or positions whose order is not the plain one): SDPA with the causal mask and the bias
   folded into one float mask, built once per forward at the working dtype; masks that depend only on
-  positions (``pe.static_bias``, e.g. ALiBi) are kept across forwards at plain positions;
+  positions (``pe.static_bias``, e.g. ALiBi) are kept across forwards at plain positions. SDPA cannot skip
+  the masked upper triangle when given a mask, so with one increasing position sequence the queries are cut
+  into blocks of about 256–512 rows, each attending only to the keys up to its last row (about 1.1× the
+  is_causal cost instead of 2× at 4k tokens on CPU);
 * ``flex``: FlexAttention with the bias computed in-kernel (``pe.score_mod``, e.g. ALiBi), compiled, chosen
   by ``attn="auto"`` on CUDA only (it has no backward on CPU);
 * ``explicit``: ``pe.logits`` materialised; PEs that override ``logits`` always take it. Without autograd,
@@ -44,6 +47,10 @@ __all__ = ["ModelConfig", "LayerPlan", "Transformer"]
 
 AttnMode = Literal["auto", "sdpa", "explicit", "flex"]
 _STATIC_MASKS = 4  # float masks kept across forwards (e.g. training length and one evaluation length)
+_MAX_MASK_BLOCKS, _MASK_BLOCK_ROWS = 8, 256  # query blocks of the mask path (see the module docstring)
+
+#: One SDPA call of the mask path: queries ``start:stop`` against keys ``:k_stop`` with this mask.
+MaskBlock = tuple[int, int, int, Tensor]
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ class LayerPlan:
     """How one layer attends in one forward (see the module docstring)."""
 
     kind: Literal["causal", "mask", "flex", "explicit"]
-    mask: Tensor | None = None  # "mask": bool (T, S) or float (1 or B, H, T, S) at the working dtype
+    masks: tuple[MaskBlock, ...] = ()  # "mask": bool (t, s) or float (1 or B, H, t, s) at the working dtype
     score_mod: Callable[..., Tensor] | None = None  # "flex"
     block_mask: BlockMask | None = None  # "flex"
     chunk: int | None = None  # "explicit": query rows per chunk, None for all at once
@@ -135,8 +142,11 @@ class Attention(nn.Module):
             p = self.cfg.dropout if self.training else 0.0
             if plan.kind == "causal":
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
-            elif plan.kind == "mask":
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=plan.mask, dropout_p=p)
+            elif len(plan.masks) == 1:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=plan.masks[0][3], dropout_p=p)
+            elif plan.kind == "mask":  # query blocks, each against the keys up to its last row
+                y = torch.cat([F.scaled_dot_product_attention(q[:, :, a:b], k[:, :, :s], v[:, :, :s], attn_mask=m,
+                                                              dropout_p=p) for a, b, s, m in plan.masks], dim=2)
             else:
                 y = _flex(q, k, v, plan)
 
@@ -274,16 +284,17 @@ class Transformer(nn.Module):
         ck = (ctx.q_pos.numel(), ctx.dtype, ctx.device, key)
         if static and ck in self._static_masks:
             self._static_masks.move_to_end(ck)
-            return LayerPlan("mask", mask=self._static_masks[ck])  # the PE's bias is then never built
+            return LayerPlan("mask", masks=self._static_masks[ck])  # the PE's bias is then never built
         bias = self.pe.bias(ctx, layer)
+        T, S = ctx.q_pos.numel(), ctx.k_pos.numel()
         if bias is None:
-            return LayerPlan("causal") if ctx.causal_order else LayerPlan("mask", mask=ctx.causal_mask())
-        mask = _float_mask(bias, ctx)
+            return LayerPlan("causal") if ctx.causal_order else LayerPlan("mask", masks=((0, T, S, ctx.causal_mask()),))
+        masks = _float_masks(bias, ctx)
         if static:
-            self._static_masks[ck] = mask.detach()
+            self._static_masks[ck] = tuple((a, b, s, m.detach()) for a, b, s, m in masks)
             while len(self._static_masks) > _STATIC_MASKS:
                 self._static_masks.popitem(last=False)
-        return LayerPlan("mask", mask=mask)
+        return LayerPlan("mask", masks=masks)
 
     def _chunk_rows(self, ctx: PositionContext, batch: int) -> int | None:
         """Query rows per explicit-path chunk: whole with autograd, else under ``explicit_chunk_mb``."""
@@ -319,12 +330,27 @@ class Transformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def _float_mask(bias: Tensor, ctx: PositionContext) -> Tensor:
-    """Causal mask (0 / −inf) and the bias as one float mask at the working dtype: (1 or B, H, T, S).
+def _float_masks(bias: Tensor, ctx: PositionContext) -> tuple[MaskBlock, ...]:
+    """Causal mask (0 / −inf) and the bias as float masks at the working dtype, (1 or B, H, t, s) each: one
+    per query block when the positions are one increasing sequence (keys after a block's last query are
+    masked for all of it, so they are left out), else one for everything.
 
     Built in one pass over the bias (``where``), since at long lengths the O(H·T²) mask traffic is a large part
     of a small model's attention cost.
     """
+    T, S = ctx.q_pos.numel(), ctx.k_pos.numel()
+    if ctx.causal_order:
+        n = min(_MAX_MASK_BLOCKS, max(1, T // _MASK_BLOCK_ROWS))
+        bounds = [(i * T // n, (i + 1) * T // n, (i + 1) * T // n) for i in range(n)]
+    else:
+        bounds = [(0, T, S)]
+    sizes = [b - a for a, b, _ in bounds]
+    # Row blocks by split (whose backward concatenates), then keys by narrow: a learned bias's gradient is not
+    # assembled from one zero-filled (H, T, S) tensor per block.
+    rows, allowed = bias.split(sizes, dim=-2), ctx.causal_mask().split(sizes, dim=-2)
     neg_inf = torch.tensor(float("-inf"), dtype=ctx.dtype, device=bias.device)
-    mask = torch.where(ctx.causal_mask(), bias.to(ctx.dtype), neg_inf)
-    return mask[None] if mask.dim() == 3 else mask  # CPU SDPA takes a much slower path for 3-D masks
+    out = []
+    for (a, b, s), rb, ab in zip(bounds, rows, allowed, strict=True):
+        m = torch.where(ab[:, :s], rb[..., :s].to(ctx.dtype), neg_inf)
+        out.append((a, b, s, m[None] if m.dim() == 3 else m))  # CPU SDPA takes a much slower path for 3-D masks
+    return tuple(out)
