@@ -1,16 +1,31 @@
-"""Overhead of each positional encoding in the reference model (a benchmark script, not a test).
+"""Training throughput of posenc's reference model against the speed limit and x-transformers (a script, not a test).
 
-For every registered PE: forward + backward time of the reference model (2 layers, d=128, 4 heads, one
-sequence) at 1k and 4k tokens on CPU, relative to the same model with NoPE on the fast path
-(``scaled_dot_product_attention``). Also one side-by-side run against x-transformers with ALiBi at the
-same size, in tokens/s.
+One training step = forward + backward + AdamW update, on CPU, for models of the same size and head size:
+2 layers, d = 128, 4 heads of 32, byte vocabulary, tied embeddings, batch = 4096 // length sequences (so
+every length processes 4096 tokens per step). Entries:
 
-    .venv/bin/python benchmarks/overhead.py --lengths 1024 4096 --repeats 3 --out benchmarks/overhead.md
+* **limit**: a plain causal model with no positional encoding that calls
+  ``scaled_dot_product_attention(is_causal=True)`` with no mask (written here, independent of posenc);
+* **posenc**: the reference model (``attn="auto"``) with NoPE, RoPE, ALiBi, T5 bias and CoPE (explicit path);
+* **x-transformers**: ``TransformerWrapper`` + ``Decoder`` at the same size and head size (``attn_dim_head=32``),
+  with its own RoPE (on all 32 dims of a head, as posenc) / ALiBi / T5 bias / CoPE, with and without its flash
+  path (``attn_flash=True``; CoPE and the T5 bias have none).
+
+Runs are interleaved (every round runs each entry once, in a rotated order) and the median of ``--repeats``
+rounds is reported, after two warm-up steps. Subnormal floats are flushed to zero, as in the experiments.
+Transparent huge pages for PyTorch's CPU allocator (``THP_MEM_ALLOC_ENABLE=1``, read when torch starts) cut
+page faults on large tensors; the table records whether it was set::
+
+    THP_MEM_ALLOC_ENABLE=1 .venv/bin/python benchmarks/overhead.py --lengths 64 1024 4096 --repeats 7 \\
+        --out benchmarks/overhead.md
+
+``--posenc-only ID ...`` instead times the listed posenc methods against the limit (no x-transformers).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -18,98 +33,171 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 import posenc
+import posenc.pe
 from posenc.model import ModelConfig, Transformer
-from posenc.pe.base import get_class
 
-CFG = ModelConfig(n_layer=2, d_model=128, n_head=4)
-
-
-def time_fwd_bwd(step: Callable[[], torch.Tensor], repeats: int) -> float:
-    """Median seconds of one forward + backward, after one warm-up."""
-    step().backward()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step().backward()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+N_LAYER, D_MODEL, N_HEAD, VOCAB, TOKENS_PER_STEP = 2, 128, 4, 256, 4096
+POSENC = ["nope", "rope", "alibi", "t5_bias", "cope"]
+XT = {"nope": {}, "rope": {"rotary_pos_emb": True, "rotary_emb_dim": D_MODEL // N_HEAD},  # all of each head
+      "alibi": {"alibi_pos_bias": True},
+      "t5_bias": {"rel_pos_bias": True}, "cope": {"attn_use_cope": True, "attn_cope_max_pos": 64}}
 
 
-def ours(pe_id: str, T: int) -> Callable[[], torch.Tensor]:
-    torch.manual_seed(0)
-    hp = {"max_len": T} if pe_id == "learned" else {}  # a table must cover the benchmarked length
-    pe = posenc.build(pe_id, head_dim=CFG.head_dim, num_heads=CFG.n_head, train_len=T // 4, **hp)
-    model = Transformer(CFG, pe)
-    tokens = torch.randint(0, 256, (1, T))
-    return lambda: model(tokens, targets=tokens)[1]
+class PlainCausal(nn.Module):
+    """The speed limit: posenc's architecture (pre-LN, GELU MLP, tied head) with no PE and is_causal SDPA."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(VOCAB, D_MODEL)
+        self.blocks = nn.ModuleList(nn.ModuleDict({
+            "ln1": nn.LayerNorm(D_MODEL), "qkv": nn.Linear(D_MODEL, 3 * D_MODEL, bias=False),
+            "proj": nn.Linear(D_MODEL, D_MODEL, bias=False), "ln2": nn.LayerNorm(D_MODEL),
+            "fc": nn.Linear(D_MODEL, 4 * D_MODEL, bias=False), "out": nn.Linear(4 * D_MODEL, D_MODEL, bias=False),
+        }) for _ in range(N_LAYER))
+        self.ln_f = nn.LayerNorm(D_MODEL)
+        self.head = nn.Linear(D_MODEL, VOCAB, bias=False)
+        self.head.weight = self.wte.weight
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        B, T = tokens.shape
+        x = self.wte(tokens)
+        for b in self.blocks:
+            q, k, v = b["qkv"](b["ln1"](x)).split(D_MODEL, dim=2)
+            q, k, v = (t.view(B, T, N_HEAD, -1).transpose(1, 2) for t in (q, k, v))
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + b["proj"](y.transpose(1, 2).reshape(B, T, D_MODEL))
+            x = x + b["out"](F.gelu(b["fc"](b["ln2"](x))))
+        return self.head(self.ln_f(x))
 
 
-def xtransformers_alibi(T: int) -> Callable[[], torch.Tensor]:
-    from x_transformers import Decoder, TransformerWrapper
+def posenc_model(pe_id: str, length: int) -> nn.Module:
+    cfg = ModelConfig(n_layer=N_LAYER, n_head=N_HEAD, d_model=D_MODEL)
+    hp = {"max_len": length} if pe_id == "learned" else {}  # a table must cover the benchmarked length
+    pe = posenc.build(pe_id, head_dim=cfg.head_dim, num_heads=N_HEAD, train_len=64, **hp)
+    model = Transformer(cfg, pe)
 
-    torch.manual_seed(0)
-    model = TransformerWrapper(
-        num_tokens=256, max_seq_len=T, use_abs_pos_emb=False,
-        attn_layers=Decoder(dim=CFG.d_model, depth=CFG.n_layer, heads=CFG.n_head, alibi_pos_bias=True),
+    class Logits(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.m = model
+
+        def forward(self, tokens: Tensor) -> Tensor:
+            return self.m(tokens)[0]
+
+    return Logits()
+
+
+def xt_model(kind: str, flash: bool, length: int) -> nn.Module:
+    from x_transformers import Decoder, TransformerWrapper  # test-only dependency
+
+    return TransformerWrapper(
+        num_tokens=VOCAB, max_seq_len=length, use_abs_pos_emb=False, tie_embedding=True,
+        attn_layers=Decoder(dim=D_MODEL, depth=N_LAYER, heads=N_HEAD, attn_dim_head=D_MODEL // N_HEAD,
+                            attn_flash=flash, **XT[kind]),
     )
-    tokens = torch.randint(0, 256, (1, T))
 
-    def step() -> torch.Tensor:
+
+def train_step(model: nn.Module, length: int) -> Callable[[], None]:
+    """One forward + backward + AdamW step on random bytes (4096 tokens per step)."""
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, VOCAB, (max(1, TOKENS_PER_STEP // length), length), generator=g)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+
+    def step() -> None:
         logits = model(tokens)
-        return torch.nn.functional.cross_entropy(logits.view(-1, 256), tokens.view(-1))
+        F.cross_entropy(logits.float().reshape(-1, VOCAB), tokens.reshape(-1)).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
 
     return step
 
 
+def entries(length: int, posenc_ids: list[str], with_xt: bool) -> dict[str, tuple[nn.Module, str]]:
+    torch.manual_seed(0)
+    out: dict[str, tuple[nn.Module, str]] = {"limit (no PE, is_causal SDPA)": (PlainCausal(), "")}
+    for pe_id in posenc_ids:
+        path = "explicit" if posenc.pe.spec(pe_id).explicit else "fast"
+        out[f"posenc {pe_id}"] = (posenc_model(pe_id, length), path)
+    if with_xt:
+        for kind in XT:
+            for flash in (False, True):
+                if flash and kind in ("cope", "t5_bias"):
+                    continue  # x-transformers: neither CoPE nor the T5 bias has a flash path
+                out[f"x-transformers {kind}{' flash' if flash else ''}"] = (xt_model(kind, flash, length), "")
+    return out
+
+
+def measure(length: int, posenc_ids: list[str], with_xt: bool, repeats: int) -> dict[str, tuple[float, int, str]]:
+    """Median seconds per step, parameter count and path of every entry at ``length``."""
+    models = entries(length, posenc_ids, with_xt)
+    steps = {name: train_step(m, length) for name, (m, _) in models.items()}
+    for step in steps.values():  # two warm-up steps each
+        step()
+        step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    names = list(steps)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:  # interleaved, rotated order
+            t0 = time.perf_counter()
+            steps[name]()
+            times[name].append(time.perf_counter() - t0)
+        print(f"  {length} tokens: round {r + 1}/{repeats}", flush=True)
+    return {name: (statistics.median(times[name]), sum(p.numel() for p in models[name][0].parameters()),
+                   models[name][1]) for name in names}
+
+
+def table(results: dict[int, dict[str, tuple[float, int, str]]], repeats: int, command: str) -> str:
+    lengths = sorted(results)
+    names = list(results[lengths[0]])
+    limit = names[0]
+    head = (f"Command: `{command}`\n\n"
+            f"Training step (forward + backward + AdamW), {N_LAYER} layers, d={D_MODEL}, {N_HEAD} heads of "
+            f"{D_MODEL // N_HEAD}, {TOKENS_PER_STEP} tokens per step (batch = {TOKENS_PER_STEP} // length), "
+            f"median of {repeats} interleaved rounds; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"{platform.processor() or platform.machine()}, subnormals flushed, "
+            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}. "
+            "tokens/s (× the limit's time per step; lower is better).\n\n")
+    cols = " | ".join(f"{T} tokens" for T in lengths)
+    lines = [f"| model | params | path | {cols} |", "|---|---|---|" + "---|" * len(lengths)]
+    for name in names:
+        cells = []
+        for T in lengths:
+            sec = results[T][name][0]
+            ratio = sec / results[T][limit][0]
+            cells.append(f"{TOKENS_PER_STEP / sec:,.0f} ({ratio:.2f}×)")
+        params, path = results[lengths[0]][name][1], results[lengths[0]][name][2]
+        lines.append(f"| {name} | {params / 1e3:.0f}k | {path} | " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096])
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--methods", nargs="*", default=None, help="registry ids (default: all)")
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--lengths", type=int, nargs="+", default=[64, 1024, 4096])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--posenc-only", nargs="*", default=None, metavar="ID",
+                    help="time these posenc ids ('fast' for every non-explicit one) against the limit, without "
+                         "x-transformers")
     ap.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
-    ap.add_argument("--keep-denormals", action="store_true",
-                    help="do not flush subnormal floats to zero (the experiments flush them)")
     args = ap.parse_args()
-    # Bias methods push many logits to -80..-100, whose exp() is subnormal in float32; CPU arithmetic on
-    # subnormals is slow (ALiBi's SDPA backward ran ~3x slower at 4k tokens). The experiments flush them too.
-    ftz = (not args.keep_denormals) and torch.set_flush_denormal(True)
-
-    ids = args.methods or posenc.available()
-    rows: dict[str, dict[int, float]] = {}
-    base: dict[int, float] = {}
-    for T in args.lengths:  # the NoPE reference, timed before and after the sweep (the faster one counts)
-        base[T] = time_fwd_bwd(ours("nope", T), args.repeats)
-    for pe_id in ids:
-        rows[pe_id] = {}
-        for T in args.lengths:
-            rows[pe_id][T] = time_fwd_bwd(ours(pe_id, T), args.repeats)
-        print(pe_id, {T: f"{rows[pe_id][T] / base[T]:.2f}x" for T in args.lengths}, flush=True)
-    for T in args.lengths:
-        base[T] = min(base[T], time_fwd_bwd(ours("nope", T), args.repeats))
-
-    lines = [
-        f"Reference model {CFG.n_layer} layers, d={CFG.d_model}, {CFG.n_head} heads, batch 1; forward + backward, "
-        f"median of {args.repeats}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.processor() or platform.machine()}, subnormals flushed to zero: {'yes' if ftz else 'no'}.",
-        "",
-        "| method | path | " + " | ".join(f"{T} tokens (s) | ×NoPE @{T}" for T in args.lengths) + " |",
-        "|---|---|" + "---|---|" * len(args.lengths),
-        "| nope (SDPA) | sdpa | " + " | ".join(f"{base[T]:.3f} | 1.00" for T in args.lengths) + " |",
-    ]
-    for pe_id in ids:
-        path = "explicit" if get_class(pe_id).overrides_logits() else "sdpa"
-        cells = " | ".join(f"{rows[pe_id][T]:.3f} | {rows[pe_id][T] / base[T]:.2f}" for T in args.lengths)
-        lines.append(f"| {pe_id} | {path} | {cells} |")
-
-    lines += ["", "Side by side with x-transformers (ALiBi, same size), tokens/s (forward + backward):", "",
-              "| length | posenc alibi | x-transformers alibi |", "|---|---|---|"]
-    for T in args.lengths:
-        a = time_fwd_bwd(ours("alibi", T), args.repeats)
-        b = time_fwd_bwd(xtransformers_alibi(T), args.repeats)
-        lines.append(f"| {T} | {T / a:,.0f} | {T / b:,.0f} |")
-    text = "\n".join(lines) + "\n"
+    torch.set_flush_denormal(True)  # bias methods push logits far below 0, whose exp() is subnormal
+    if args.posenc_only is not None:
+        ids = args.posenc_only or ["fast"]
+        if ids == ["fast"]:
+            ids = [i for i in posenc.available() if not posenc.pe.spec(i).explicit]
+        with_xt = False
+    else:
+        ids, with_xt = POSENC, True
+    results = {T: measure(T, ids, with_xt, args.repeats) for T in args.lengths}
+    command = "THP_MEM_ALLOC_ENABLE=1 " if os.environ.get("THP_MEM_ALLOC_ENABLE") else ""
+    command += ".venv/bin/python benchmarks/overhead.py " + " ".join(
+        [f"--lengths {' '.join(map(str, args.lengths))}", f"--repeats {args.repeats}"]
+        + ([f"--posenc-only {' '.join(args.posenc_only)}"] if args.posenc_only is not None else []))
+    text = table(results, args.repeats, command)
     print(text)
     if args.out:
         args.out.write_text(text)

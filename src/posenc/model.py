@@ -3,29 +3,54 @@
 Position enters only through the PE object (:class:`posenc.pe.base.PositionalEncoding`):
 
 * ``pe.positions`` gives float positions (T,), and the causal mask is built from them;
+* once per forward, ``pe.context`` builds the :class:`~posenc.pe.context.PositionContext` (positions, token
+  ids, and the PE's cos/sin or bias), which is passed to every hook, as gpt-fast passes ``freqs_cis``;
 * ``pe.embed`` adds absolute encodings to the token embeddings;
 * in every layer, ``pe.logits`` (rotation of q/k, bias on logits, or a content-dependent rule) defines
   the attention logits.
 
-Two attention paths give the same result (a test says so): the *fast* path calls
-``scaled_dot_product_attention`` with the PE's bias and the causal mask folded into one float mask; the
-*explicit* path materialises ``pe.logits``. PEs that override ``logits`` always take the explicit path.
-PE-wide tensors (cos/sin, bias, mask) are computed once per forward inside ``pe.scope()``.
+How a layer attends is chosen once per forward, in one place (:meth:`Transformer.plan`), from
+``ModelConfig.attn`` and the PE; every path gives the same result (a test checks it for every method):
+
+* ``causal``: no bias and one increasing position sequence: ``scaled_dot_product_attention(is_causal=True)``
+  with no mask, the speed limit of a plain causal model;
+* ``mask``: a bias (or positions whose order is not the plain one): SDPA with the causal mask and the bias
+  folded into one float mask, built once per forward at the working dtype; masks that depend only on
+  positions (``pe.static_bias``, e.g. ALiBi) are kept across forwards at plain positions. SDPA cannot skip
+  the masked upper triangle when given a mask, so with one increasing position sequence the queries are cut
+  into blocks of about 256–512 rows, each attending only to the keys up to its last row (about 1.1× the
+  is_causal cost instead of 2× at 4k tokens on CPU);
+* ``flex``: FlexAttention with the bias computed in-kernel (``pe.score_mod``, e.g. ALiBi), compiled, chosen
+  by ``attn="auto"`` on CUDA only (it has no backward on CPU);
+* ``explicit``: ``pe.logits`` materialised; PEs that override ``logits`` always take it. Without autograd,
+  long sequences are evaluated in query chunks so that one (B, H, chunk, S) float32 logits tensor stays
+  under ``explicit_chunk_mb``: peak memory grows linearly with length, not quadratically. With autograd the
+  logits are materialised whole (chunking would save nothing: every chunk is kept for backward).
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
-from posenc.pe.base import PositionalEncoding, causal_mask
+from posenc.pe.base import PositionalEncoding, PositionContext, PositionOrder
 
-__all__ = ["ModelConfig", "Transformer"]
+__all__ = ["ModelConfig", "LayerPlan", "Transformer"]
+
+AttnMode = Literal["auto", "sdpa", "explicit", "flex"]
+_STATIC_MASKS = 4  # float masks kept across forwards (e.g. training length and one evaluation length)
+_MAX_MASK_BLOCKS, _MASK_BLOCK_ROWS = 8, 256  # query blocks of the mask path (see the module docstring)
+
+#: One SDPA call of the mask path: queries ``start:stop`` against keys ``:k_stop`` with this mask.
+MaskBlock = tuple[int, int, int, Tensor]
 
 
 @dataclass(frozen=True)
@@ -35,23 +60,65 @@ class ModelConfig:
     n_head: int = 4
     d_model: int = 128
     dropout: float = 0.0
-    attn: Literal["sdpa", "explicit"] = "sdpa"
+    #: "auto": the fastest path the PE allows (see the module docstring); "sdpa": SDPA (is_causal or a
+    #: float mask) unless the PE overrides logits; "explicit": always materialise ``pe.logits``; "flex":
+    #: FlexAttention unless the PE overrides logits.
+    attn: AttnMode = "auto"
+    #: Cap (MiB) of one (B, H, chunk, S) float32 logits tensor on the explicit path without autograd.
+    explicit_chunk_mb: float = 64.0
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_layer", "n_head", "d_model"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v <= 0:
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"ModelConfig: '{name}' must be a positive int, got {v!r}")
         if self.d_model % self.n_head:
             raise ValueError(f"ModelConfig: 'd_model' ({self.d_model}) must be divisible by 'n_head' ({self.n_head})")
-        if not 0.0 <= self.dropout < 1.0:
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig: 'dropout' must be in [0, 1), got {self.dropout!r}")
-        if self.attn not in ("sdpa", "explicit"):
-            raise ValueError(f"ModelConfig: 'attn' must be 'sdpa' or 'explicit', got {self.attn!r}")
+        if self.attn not in ("auto", "sdpa", "explicit", "flex"):
+            raise ValueError(f"ModelConfig: 'attn' must be 'auto', 'sdpa', 'explicit' or 'flex', got {self.attn!r}")
+        if self.attn == "flex" and self.dropout:
+            raise ValueError("ModelConfig: 'attn' = 'flex' has no attention dropout; set 'dropout' to 0")
+        mb = self.explicit_chunk_mb
+        if not isinstance(mb, (int, float)) or isinstance(mb, bool) or not mb > 0 or not math.isfinite(mb):
+            raise ValueError(f"ModelConfig: 'explicit_chunk_mb' must be a number > 0, got {mb!r}")
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_head
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """How one layer attends in one forward (see the module docstring)."""
+
+    kind: Literal["causal", "mask", "flex", "explicit"]
+    masks: tuple[MaskBlock, ...] = ()  # "mask": bool (t, s) or float (1 or B, H, t, s) at the working dtype
+    score_mod: Callable[..., Tensor] | None = None  # "flex"
+    block_mask: BlockMask | None = None  # "flex"
+    chunk: int | None = None  # "explicit": query rows per chunk, None for all at once
+
+
+_compiled_flex: Callable[..., Tensor] | None = None
+
+
+def _flex(q: Tensor, k: Tensor, v: Tensor, plan: LayerPlan) -> Tensor:
+    """FlexAttention, compiled on CUDA (eager elsewhere: CPU has no backward, so only inference runs)."""
+    global _compiled_flex
+    fn: Callable[..., Tensor] = flex_attention
+    if q.is_cuda:
+        if _compiled_flex is None:
+            _compiled_flex = torch.compile(flex_attention, dynamic=False)
+        fn = _compiled_flex
+    return fn(q, k, v, score_mod=plan.score_mod, block_mask=plan.block_mask)
+
+
+def _bias_score_mod(bias: Tensor) -> Callable[..., Tensor]:
+    """A score_mod that reads a materialised bias (H, T, S) or (B, H, T, S)."""
+    if bias.dim() == 3:
+        return lambda score, b, h, q_idx, kv_idx: score + bias[h, q_idx, kv_idx]
+    return lambda score, b, h, q_idx, kv_idx: score + bias[b, h, q_idx, kv_idx]
 
 
 class Attention(nn.Module):
@@ -62,47 +129,48 @@ class Attention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, pos: Tensor, pe: PositionalEncoding) -> Tensor:
+    def forward(self, x: Tensor, ctx: PositionContext, pe: PositionalEncoding, plan: LayerPlan) -> Tensor:
         B, T, C = x.shape
         H, D = self.cfg.n_head, self.cfg.head_dim
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
 
-        if self.cfg.attn == "sdpa" and not pe.overrides_logits():
-            q, k = pe.rotate(q, k, pos, pos, layer=self.layer)
-            mask = pe.shared(("sdpa_mask", id(pos), self.layer if _bias_per_layer(pe) else 0, q.dtype),
-                             lambda: _float_mask(pe, pos, self.layer, q.dtype))
-            p = self.cfg.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        if plan.kind == "explicit":
+            y = self.explicit(q, k, v, ctx, pe, plan.chunk)
         else:
-            att = pe.logits(q, k, pos, pos, layer=self.layer)  # (B, H, T, T)
-            allowed = pe.shared(("causal", id(pos)), lambda: causal_mask(pos, pos))
-            att = att.float().masked_fill(~allowed, float("-inf"))
-            y = self.drop(att.softmax(dim=-1).to(v.dtype)) @ v  # (B, H, T, D)
+            q, k = pe.rotate(q, k, ctx, self.layer)
+            p = self.cfg.dropout if self.training else 0.0
+            if plan.kind == "causal":
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+            elif len(plan.masks) == 1:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=plan.masks[0][3], dropout_p=p)
+            elif plan.kind == "mask":  # query blocks, each against the keys up to its last row
+                y = torch.cat([F.scaled_dot_product_attention(q[:, :, a:b], k[:, :, :s], v[:, :, :s], attn_mask=m,
+                                                              dropout_p=p) for a, b, s, m in plan.masks], dim=2)
+            else:
+                y = _flex(q, k, v, plan)
 
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.proj(y)
 
-
-def _bias_per_layer(pe: PositionalEncoding) -> bool:
-    """Whether the PE's bias may differ between layers (declared by the class attribute)."""
-    return bool(getattr(pe, "bias_per_layer", False))
-
-
-def _float_mask(pe: PositionalEncoding, pos: Tensor, layer: int, dtype: torch.dtype) -> Tensor:
-    """Causal mask (0 / −inf) plus the PE's bias, as one float mask for SDPA: (T, T) or (B or 1, H, T, T).
-
-    Built in one pass over the bias (``where``), since at long lengths the O(H·T²) mask traffic is a large part
-    of a small model's attention cost.
-    """
-    allowed = causal_mask(pos, pos)
-    b = pe.bias(pos, pos, layer=layer)
-    if b is None:
-        return torch.zeros(allowed.shape, dtype=dtype, device=pos.device).masked_fill_(~allowed, float("-inf"))
-    mask = torch.where(allowed, b.to(dtype), torch.tensor(float("-inf"), dtype=dtype, device=pos.device))
-    if mask.dim() == 3:  # (H, T, S) -> (1, H, T, S): CPU SDPA takes a much slower path for 3-D masks
-        mask = mask[None]
-    return mask
+    def explicit(self, q: Tensor, k: Tensor, v: Tensor, ctx: PositionContext, pe: PositionalEncoding,
+                 chunk: int | None) -> Tensor:
+        """softmax(masked ``pe.logits``)·v, whole or in query chunks of ``chunk`` rows: (B, H, T, D)."""
+        T, S = q.size(-2), k.size(-2)
+        if chunk is None or chunk >= T:
+            att = pe.logits(q, k, ctx, self.layer)  # (B, H, T, S)
+            att = att.float().masked_fill(~ctx.causal_mask(), float("-inf"))
+            return self.drop(att.softmax(dim=-1).to(v.dtype)) @ v
+        halo, outs = pe.logits_halo, []
+        for start in range(0, T, chunk):
+            stop = min(start + chunk, T)
+            k_stop = stop if ctx.causal_order else S  # later keys are masked for every query of the chunk
+            first = max(0, start - halo)  # rows above the chunk that the PE's logits read (DAPE v2)
+            sub = ctx.rows(first, stop, k_stop)
+            att = pe.logits(q[:, :, first:stop], k[:, :, :k_stop], sub, self.layer)[:, :, start - first:]
+            att = att.float().masked_fill_(~sub.causal_mask()[start - first:], float("-inf"))
+            outs.append(self.drop(att.softmax(dim=-1).to(v.dtype)) @ v[:, :, :k_stop])
+        return torch.cat(outs, dim=2)
 
 
 class MLP(nn.Module):
@@ -124,8 +192,8 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: Tensor, pos: Tensor, pe: PositionalEncoding) -> Tensor:
-        x = x + self.attn(self.ln1(x), pos, pe)  # pre-LN residual
+    def forward(self, x: Tensor, ctx: PositionContext, pe: PositionalEncoding, plan: LayerPlan) -> Tensor:
+        x = x + self.attn(self.ln1(x), ctx, pe, plan)  # pre-LN residual
         return x + self.mlp(self.ln2(x))
 
 
@@ -153,6 +221,8 @@ class Transformer(nn.Module):
         for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
             if name.endswith("proj.weight") and not name.startswith("pe."):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        # Float masks that depend only on positions, kept across forwards: (T, dtype, device, layer key) -> mask.
+        self._static_masks: OrderedDict[tuple[Any, ...], Tensor] = OrderedDict()
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -161,18 +231,96 @@ class Transformer(nn.Module):
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def forward(self, tokens: Tensor, pos: Tensor | None = None, targets: Tensor | None = None
-                ) -> tuple[Tensor, Tensor | None]:
-        B, T = tokens.shape
+    def working_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype q and k have in attention: the autocast dtype when autocast is on, else the weights'."""
+        if torch.is_autocast_enabled(device.type):
+            return torch.get_autocast_dtype(device.type)
+        return self.wte.weight.dtype
+
+    def context(self, tokens: Tensor, pos: Tensor | None = None) -> PositionContext:
+        """The forward's position context: positions (the PE's own unless ``pos`` is given), token ids and
+        the PE's tensors."""
+        T = tokens.size(1)
+        order: PositionOrder | None = None  # given positions are inspected
         if pos is None:
             pos = self.pe.positions(T, training=self.training, device=tokens.device)
+            order = "increasing" if self.pe.samples_positions(self.training) else "arange"
         if pos.shape != (T,):
             raise ValueError(f"positions must have shape ({T},), got {tuple(pos.shape)}")
-        with self.pe.scope(tokens):
-            x = self.drop(self.pe.embed(self.wte(tokens), pos))  # (B, T, C)
-            for block in self.blocks:
-                x = block(x, pos, self.pe)
-            logits = self.head(self.ln_f(x))  # (B, T, V)
+        return self.pe.context(pos, tokens=tokens, dtype=self.working_dtype(tokens.device), order=order)
+
+    def plan(self, ctx: PositionContext, batch: int) -> list[LayerPlan]:
+        """How each layer attends in this forward: the one place where the attention path is chosen."""
+        mode, pe = self.cfg.attn, self.pe
+        explicit = mode == "explicit" or pe.overrides_logits()
+        plans: dict[int, LayerPlan] = {}
+        block_mask: list[BlockMask] = []  # built at most once per forward, shared by the flex layers
+        out = []
+        for layer in range(self.cfg.n_layer):
+            key = layer if pe.bias_per_layer else -1
+            if key in plans:
+                out.append(plans[key])
+                continue
+            if explicit:
+                plan = LayerPlan("explicit", chunk=self._chunk_rows(ctx, batch))
+            else:
+                mod = pe.score_mod(ctx, layer)
+                flex = mode == "flex" or (mode == "auto" and ctx.device.type == "cuda" and mod is not None
+                                          and not (self.cfg.dropout and self.training))
+                if flex:
+                    if not block_mask:
+                        block_mask.append(self._block_mask(ctx))
+                    bias = pe.bias(ctx, layer) if mod is None else None
+                    plan = LayerPlan("flex", score_mod=mod if bias is None else _bias_score_mod(bias),
+                                     block_mask=block_mask[0])
+                else:
+                    plan = self._sdpa_plan(ctx, layer, key)
+            plans[key] = plan
+            out.append(plan)
+        return out
+
+    def _sdpa_plan(self, ctx: PositionContext, layer: int, key: int) -> LayerPlan:
+        static = self.pe.static_bias and ctx.order == "arange"  # the mask is a function of (T, dtype, device)
+        ck = (ctx.q_pos.numel(), ctx.dtype, ctx.device, key)
+        if static and ck in self._static_masks:
+            self._static_masks.move_to_end(ck)
+            return LayerPlan("mask", masks=self._static_masks[ck])  # the PE's bias is then never built
+        bias = self.pe.bias(ctx, layer)
+        T, S = ctx.q_pos.numel(), ctx.k_pos.numel()
+        if bias is None:
+            return LayerPlan("causal") if ctx.causal_order else LayerPlan("mask", masks=((0, T, S, ctx.causal_mask()),))
+        masks = _float_masks(bias, ctx)
+        if static:
+            self._static_masks[ck] = tuple((a, b, s, m.detach()) for a, b, s, m in masks)
+            while len(self._static_masks) > _STATIC_MASKS:
+                self._static_masks.popitem(last=False)
+        return LayerPlan("mask", masks=masks)
+
+    def _chunk_rows(self, ctx: PositionContext, batch: int) -> int | None:
+        """Query rows per explicit-path chunk: whole with autograd, else under ``explicit_chunk_mb``."""
+        if torch.is_grad_enabled():
+            return None
+        per_row = batch * self.cfg.n_head * ctx.k_pos.numel() * 4  # bytes of one float32 logits row
+        rows = max(1, int(self.cfg.explicit_chunk_mb * 2**20 // max(per_row, 1)))
+        return None if rows >= ctx.q_pos.numel() else rows
+
+    @staticmethod
+    def _block_mask(ctx: PositionContext) -> BlockMask:
+        q_pos, k_pos = ctx.q_pos, ctx.k_pos
+
+        def causal(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+            return k_pos[kv_idx] <= q_pos[q_idx]
+
+        return create_block_mask(causal, None, None, q_pos.numel(), k_pos.numel(), device=ctx.device)
+
+    def forward(self, tokens: Tensor, pos: Tensor | None = None, targets: Tensor | None = None
+                ) -> tuple[Tensor, Tensor | None]:
+        ctx = self.context(tokens, pos)
+        plans = self.plan(ctx, tokens.size(0))
+        x = self.drop(self.pe.embed(self.wte(tokens), ctx))  # (B, T, C)
+        for block, plan in zip(self.blocks, plans, strict=True):
+            x = block(x, ctx, self.pe, plan)
+        logits = self.head(self.ln_f(x))  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
@@ -180,3 +328,29 @@ class Transformer(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _float_masks(bias: Tensor, ctx: PositionContext) -> tuple[MaskBlock, ...]:
+    """Causal mask (0 / −inf) and the bias as float masks at the working dtype, (1 or B, H, t, s) each: one
+    per query block when the positions are one increasing sequence (keys after a block's last query are
+    masked for all of it, so they are left out), else one for everything.
+
+    Built in one pass over the bias (``where``), since at long lengths the O(H·T²) mask traffic is a large part
+    of a small model's attention cost.
+    """
+    T, S = ctx.q_pos.numel(), ctx.k_pos.numel()
+    if ctx.causal_order:
+        n = min(_MAX_MASK_BLOCKS, max(1, T // _MASK_BLOCK_ROWS))
+        bounds = [(i * T // n, (i + 1) * T // n, (i + 1) * T // n) for i in range(n)]
+    else:
+        bounds = [(0, T, S)]
+    sizes = [b - a for a, b, _ in bounds]
+    # Row blocks by split (whose backward concatenates), then keys by narrow: a learned bias's gradient is not
+    # assembled from one zero-filled (H, T, S) tensor per block.
+    rows, allowed = bias.split(sizes, dim=-2), ctx.causal_mask().split(sizes, dim=-2)
+    neg_inf = torch.tensor(float("-inf"), dtype=ctx.dtype, device=bias.device)
+    out = []
+    for (a, b, s), rb, ab in zip(bounds, rows, allowed, strict=True):
+        m = torch.where(ab[:, :s], rb[..., :s].to(ctx.dtype), neg_inf)
+        out.append((a, b, s, m[None] if m.dim() == 3 else m))  # CPU SDPA takes a much slower path for 3-D masks
+    return tuple(out)

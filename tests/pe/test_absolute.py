@@ -32,15 +32,15 @@ def test_sinusoidal_embed_adds_table() -> None:
     pe = build("sinusoidal")
     x = torch.randn(2, 5, 8)
     pos = torch.arange(5.0)
-    torch.testing.assert_close(pe.embed(x, pos) - x, sinusoidal_table(pos, 8).expand(2, -1, -1))
+    torch.testing.assert_close(pe.embed(x, pe.context(pos)) - x, sinusoidal_table(pos, 8).expand(2, -1, -1))
 
 
 def test_learned_raises_past_max_len() -> None:
     pe = build("learned")
     x = torch.zeros(1, 16, 8)
-    assert torch.equal(pe.embed(x, torch.arange(16.0))[0], pe.weight.detach())
+    assert torch.equal(pe.embed(x, pe.context(torch.arange(16.0)))[0], pe.weight.detach())
     with pytest.raises(ValueError, match="max_len=16"):
-        pe.embed(torch.zeros(1, 17, 8), torch.arange(17.0))
+        pe.embed(torch.zeros(1, 17, 8), pe.context(torch.arange(17.0)))
     with pytest.raises(ValueError, match="max_len"):
         build("learned", max_len=0)
     assert build("learned", max_len=40).weight.shape == (40, 8)
@@ -68,10 +68,10 @@ def test_cape_identity_at_eval_and_augments_in_training() -> None:
     x = torch.randn(3, 10, 8)
     pos = torch.arange(10.0)
     pe.eval()
-    torch.testing.assert_close(pe.embed(x, pos), sin.embed(x, pos))
+    torch.testing.assert_close(pe.embed(x, pe.context(pos)), sin.embed(x, sin.context(pos)))
     pe.train()
-    out = pe.embed(x, pos) - x
-    assert not torch.allclose(out, sin.embed(x, pos) - x)
+    out = pe.embed(x, pe.context(pos)) - x
+    assert not torch.allclose(out, sin.embed(x, sin.context(pos)) - x)
     assert not torch.allclose(out[0], out[1])  # augmentation is drawn per sequence
     # Without local shifts, pos′ = λ(p + Δ): spacing λ ∈ [1/1.03, 1.03], first position λΔ with |Δ| ≤ 5.
     glob = build("cape_likhomanenko", max_local_shift=0.0).train()
@@ -92,8 +92,7 @@ def test_complex_order_formula_uses_token_tables() -> None:
     with torch.no_grad():
         pe.freq[1] = torch.tensor([0.5, 2.0, 0.0, 1.0])
         pe.phase[1] = torch.tensor([0.1, 0.0, 0.3, 0.0])
-    with pe.scope(tokens):
-        out = pe.embed(x, pos)
+    out = pe.embed(x, pe.context(pos, tokens=tokens))
     phi = pe.freq[1] * 2 + pe.phase[1]  # token 1 at position 2
     expected = torch.cat((x[0, 2, :4] * phi.cos(), x[0, 2, 4:] * phi.sin()))
     torch.testing.assert_close(out[0, 2], expected.detach())
@@ -132,17 +131,18 @@ def test_bipe_intra_embedding_and_segment_alibi_bias() -> None:
     tokens = torch.tensor([list(b"ab.cd\ne")])
     x = torch.zeros(1, 7, 16)
     pos = torch.arange(7.0)
-    with pe.scope(tokens):
-        emb = pe.embed(x, pos)
-        b = pe.bias(pos, pos)
+    ctx = pe.context(pos, tokens=tokens)
+    emb, b = pe.embed(x, ctx), pe.bias(ctx)
     torch.testing.assert_close(emb[0], sinusoidal_table(torch.tensor([0., 1, 2, 0, 1, 2, 0]), 16))
     seg = torch.tensor([0., 0, 0, 1, 1, 1, 2])
     expected = -alibi_slopes(4)[:, None, None] * (seg[:, None] - seg[None, :])
     assert b.shape == (1, 4, 7, 7)
     torch.testing.assert_close(b[0], expected)
-    for hook in (lambda: pe.bias(pos, pos), lambda: pe.embed(x, pos)):  # no token ids: an error, no fallback
-        with pytest.raises(ValueError, match="token ids"):
-            hook()
+    with pytest.raises(ValueError, match="token ids"):  # no token ids: an error, no fallback
+        pe.context(pos)
+    co = build("complex_order")
+    with pytest.raises(ValueError, match="token ids"):
+        co.embed(torch.zeros(1, 7, 8), co.context(pos))
 
 
 def test_cope_positions_match_a_loop() -> None:
@@ -152,7 +152,7 @@ def test_cope_positions_match_a_loop() -> None:
         pe.pos_emb.normal_()
     q, k = torch.randn(1, 1, 5, 4), torch.randn(1, 1, 5, 4)
     pos = torch.arange(5.0)
-    out = pe.logits(q, k, pos, pos)[0, 0]
+    out = pe.logits(q, k, pe.context(pos))[0, 0]
     att = (q @ k.transpose(-2, -1))[0, 0] / 2.0
     g = torch.sigmoid(att)
     for i in range(5):
@@ -163,7 +163,7 @@ def test_cope_positions_match_a_loop() -> None:
             torch.testing.assert_close(out[i, j], att[i, j] + q[0, 0, i] @ e, rtol=1e-5, atol=1e-5)
     # Zero position embeddings: plain scaled dot-product logits.
     pe2 = posenc.build("cope", head_dim=4, num_heads=1, train_len=8)
-    torch.testing.assert_close(pe2.logits(q, k, pos, pos)[0, 0], att)
+    torch.testing.assert_close(pe2.logits(q, k, pe2.context(pos))[0, 0], att)
 
 
 @pytest.mark.parametrize("pid", ABSOLUTE_IDS)

@@ -31,7 +31,7 @@ def test_alibi_slopes_paper_rule() -> None:
 def test_alibi_bias_values() -> None:
     pe = build("alibi", heads=8)
     pos = torch.arange(5.0)
-    b = pe.bias(pos, pos)
+    b = pe.bias(pe.context(pos))
     assert b.shape == (8, 5, 5) and b.dtype == torch.float32
     assert torch.all(b.diagonal(dim1=1, dim2=2) == 0)
     assert b[0, 4, 1].item() == pytest.approx(-0.5 * 3)
@@ -53,7 +53,7 @@ def test_t5_buckets_monotone_saturating() -> None:
 def test_t5_bias_reads_table() -> None:
     pe = build("t5_bias")
     pos = torch.arange(40.0)
-    b = pe.bias(pos, pos)
+    b = pe.bias(pe.context(pos))
     assert b[2, 39, 0].item() == pytest.approx(pe.table[t5_bucket(torch.tensor(39.0)).item(), 2].item())
     assert b[1, 5, 5].item() == pytest.approx(pe.table[0, 1].item())
 
@@ -64,11 +64,12 @@ def test_tisa_formula() -> None:
         pe.amplitude.copy_(torch.tensor([[1.0, -2.0]]))
         pe.sharpness.copy_(torch.tensor([[0.5, -0.1]]))
         pe.centre.copy_(torch.tensor([[0.0, 3.0]]))
-    b = pe.bias(torch.arange(6.0), torch.arange(6.0))
+    b = pe.bias(pe.context(torch.arange(6.0)))
     d = 4.0
     expected = 1.0 * math.exp(-0.5 * d**2) - 2.0 * math.exp(-0.1 * (d - 3) ** 2)
     assert b[0, 5, 1].item() == pytest.approx(expected, rel=1e-5)
-    assert torch.all(build("tisa").bias(torch.arange(4.0), torch.arange(4.0)) == 0)  # a = 0 at init
+    tisa = build("tisa")
+    assert torch.all(tisa.bias(tisa.context(torch.arange(4.0))) == 0)  # a = 0 at init
 
 
 def test_kerple_formulas_and_constraints() -> None:
@@ -77,14 +78,14 @@ def test_kerple_formulas_and_constraints() -> None:
     with torch.no_grad():
         pe.r1.copy_(torch.tensor([1.0, -5.0]))  # −5 is clamped to 0.01 as in the released code
         pe.r2.copy_(torch.tensor([1.0, 2.0]))
-    b = pe.bias(pos, pos)
+    b = pe.bias(pe.context(pos))
     assert b[0, 3, 2].item() == pytest.approx(-math.log(2))
     assert b[1, 5, 0].item() == pytest.approx(-0.01 * math.log(11))
     pp = build("kerple_power", heads=2)
     with torch.no_grad():
         pp.r1.copy_(torch.tensor([1.0, 2.0]))
         pp.r2.copy_(torch.tensor([1.0, 5.0]))  # clamped to 2
-    b = pp.bias(pos, pos)
+    b = pp.bias(pp.context(pos))
     assert b[0, 4, 1].item() == pytest.approx(-3.0)
     assert b[1, 4, 1].item() == pytest.approx(-2.0 * 9.0, rel=1e-5)
     b.sum().backward()
@@ -93,7 +94,7 @@ def test_kerple_formulas_and_constraints() -> None:
 
 def test_sandwich_formula() -> None:
     pe = build("sandwich", heads=2, sandwich_dim=4)
-    b = pe.bias(torch.arange(5.0), torch.arange(5.0))
+    b = pe.bias(pe.context(torch.arange(5.0)))
     w = [10000.0 ** (-2 * k / 4) for k in (1, 2)]
     raw = sum(math.cos(3 * wk) for wk in w) - 2
     assert b[0, 3, 0].item() == pytest.approx(raw / 4, rel=1e-5)  # head 1: ratio 1·8/2
@@ -122,7 +123,8 @@ def test_relative_methods_are_shift_invariant(pid: str) -> None:
     assert pe.relative
     q, k = torch.randn(1, 4, 6, 8), torch.randn(1, 4, 6, 8)
     pos = torch.arange(6.0)
-    torch.testing.assert_close(pe.logits(q, k, pos, pos), pe.logits(q, k, pos + 37, pos + 37), rtol=1e-5, atol=1e-5)
+    shifted = pe.logits(q, k, pe.context(pos + 37))
+    torch.testing.assert_close(pe.logits(q, k, pe.context(pos)), shifted, rtol=1e-5, atol=1e-5)
 
 
 def test_shaw_matches_loop() -> None:
@@ -130,7 +132,7 @@ def test_shaw_matches_loop() -> None:
     pe = build("shaw", heads=1, max_relative_position=2)
     q, k = torch.randn(1, 1, 5, 8), torch.randn(1, 1, 5, 8)
     pos = torch.arange(5.0)
-    out = pe.logits(q, k, pos, pos)[0, 0]
+    out = pe.logits(q, k, pe.context(pos))[0, 0]
     for i in range(5):
         for j in range(5):
             a = pe.rel_keys[max(-2, min(2, i - j)) + 2]
@@ -155,7 +157,7 @@ def test_data_dependent_decay_matches_loop(pid: str) -> None:
         pe.weight.normal_()
     q, k = torch.randn(1, 2, 6, 8), torch.randn(1, 2, 6, 8)
     pos = torch.arange(6.0)
-    out = pe.logits(q, k, pos, pos)
+    out = pe.logits(q, k, pe.context(pos))
     att = q @ k.transpose(-2, -1) / math.sqrt(8)
     z = torch.einsum("bhsd,hd->bhs", k, pe.weight) + pe.bias_[:, None]
     logf = torch.nn.functional.logsigmoid(z) if pid == "fox" else -torch.nn.functional.softplus(z)
@@ -174,11 +176,11 @@ def test_logit_methods_are_causal(pid: str) -> None:
             pe.conv.weight.normal_()
     q, k = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
     pos = torch.arange(8.0)
-    a = pe.logits(q, k, pos, pos)
+    a = pe.logits(q, k, pe.context(pos))
     q2, k2 = q.clone(), k.clone()
     q2[..., 5:, :] += 3.0
     k2[..., 5:, :] -= 2.0
-    b = pe.logits(q2, k2, pos, pos)
+    b = pe.logits(q2, k2, pe.context(pos))
     torch.testing.assert_close(a[..., :5, :5], b[..., :5, :5])
 
 
@@ -189,11 +191,11 @@ def test_dape_reduces_to_base_bias_when_mlp_is_zero() -> None:
         pe.fc2.weight.zero_()
     q, k = torch.randn(2, 4, 5, 8), torch.randn(2, 4, 5, 8)
     pos = torch.arange(5.0)
-    expected = q @ k.transpose(-2, -1) / math.sqrt(8) + pe.base_pe.bias(pos, pos)
-    torch.testing.assert_close(pe.logits(q, k, pos, pos), expected)
+    expected = q @ k.transpose(-2, -1) / math.sqrt(8) + pe.base_pe.bias(pe.base_pe.context(pos))
+    torch.testing.assert_close(pe.logits(q, k, pe.context(pos)), expected)
     v2 = build("dape_v2")  # zero-initialised convolution
-    torch.testing.assert_close(v2.logits(q, k, pos, pos),
-                               q @ k.transpose(-2, -1) / math.sqrt(8) + v2.base_pe.bias(pos, pos))
+    torch.testing.assert_close(v2.logits(q, k, v2.context(pos)),
+                               q @ k.transpose(-2, -1) / math.sqrt(8) + v2.base_pe.bias(v2.base_pe.context(pos)))
 
 
 @pytest.mark.parametrize("pid", BIAS_IDS)
@@ -201,7 +203,7 @@ def test_bias_finite_at_32x_train_len(pid: str) -> None:
     pe = posenc.build(pid, head_dim=8, num_heads=4, train_len=16)
     pos = torch.arange(16.0 * 32)
     with torch.no_grad():
-        b = pe.bias(pos, pos)
+        b = pe.bias(pe.context(pos))
     assert b.shape == (4, 512, 512) and b.dtype == torch.float32
     assert torch.isfinite(b).all() and torch.isfinite(b.to(torch.bfloat16)).all()
 

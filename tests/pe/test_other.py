@@ -13,7 +13,7 @@ import posenc
 from posenc.model import ModelConfig, Transformer
 from posenc.pe.base import get_class
 from posenc.pe.other import DualChunkAttention, IRoPE, LMInfinite, ReRoPE, SelfExtend, SSMax, StreamingLLM
-from posenc.pe.rotary import apply_rotary, default_inv_freq
+from posenc.pe.rope import apply_rotary, default_inv_freq
 
 HEAD_DIM, HEADS, L = 16, 2, 16
 
@@ -30,7 +30,12 @@ def qk(T: int, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def rope_logits(q: Tensor, k: Tensor, pos: Tensor) -> Tensor:
-    return build("rope").logits(q, k, pos, pos)
+    rope = build("rope")
+    return rope.logits(q, k, rope.context(pos))
+
+
+def rope_free_logits(q: Tensor, k: Tensor) -> Tensor:
+    return q @ k.transpose(-2, -1) / math.sqrt(HEAD_DIM)
 
 
 def reference(q: Tensor, k: Tensor, rel: Callable[[int, int], float | None]) -> Tensor:
@@ -58,9 +63,9 @@ def test_rerope_equals_rope_inside_window_and_freezes_outside() -> None:
     pe = build("rerope", window=4, log_scale=False)
     assert isinstance(pe, ReRoPE)
     q, k, pos = qk(12)
-    assert_causal_close(pe.logits(q, k, pos, pos), reference(q, k, lambda i, j: i - j if i - j < 4 else 4))
+    assert_causal_close(pe.logits(q, k, pe.context(pos)), reference(q, k, lambda i, j: i - j if i - j < 4 else 4))
     small_q, small_k, small_pos = qk(4)
-    torch.testing.assert_close(pe.logits(small_q, small_k, small_pos, small_pos),
+    torch.testing.assert_close(pe.logits(small_q, small_k, pe.context(small_pos)),
                                rope_logits(small_q, small_k, small_pos))
 
 
@@ -68,7 +73,7 @@ def test_leaky_rerope_steps_one_over_k_beyond_window() -> None:
     pe = build("rerope", window=4, leaky_k=8.0, log_scale=False)
     q, k, pos = qk(12)
     expected = reference(q, k, lambda i, j: i - j if i - j < 4 else 4 + (i - j - 4) / 8)
-    assert_causal_close(pe.logits(q, k, pos, pos), expected)
+    assert_causal_close(pe.logits(q, k, pe.context(pos)), expected)
 
 
 def test_rerope_log_scale_of_queries() -> None:
@@ -78,7 +83,7 @@ def test_rerope_log_scale_of_queries() -> None:
     torch.testing.assert_close(scale, torch.tensor([1.0, 1.0, math.log(4 * L) / math.log(L)]))
     q, k, pos = qk(L)  # T <= L: the log scale is 1, so only the window acts
     no_log = build("rerope", log_scale=False)
-    torch.testing.assert_close(pe.logits(q, k, pos, pos), no_log.logits(q, k, pos, pos))
+    torch.testing.assert_close(pe.logits(q, k, pe.context(pos)), no_log.logits(q, k, no_log.context(pos)))
 
 
 # ---------------------------------------------------------------------- Self-Extend
@@ -88,14 +93,14 @@ def test_self_extend_neighbour_and_grouped_positions() -> None:
     assert isinstance(pe, SelfExtend)
     q, k, pos = qk(14)
     expected = reference(q, k, lambda i, j: i - j if i - j < w else i // G - j // G + w - w / G)
-    assert_causal_close(pe.logits(q, k, pos, pos), expected)
+    assert_causal_close(pe.logits(q, k, pe.context(pos)), expected)
 
 
 def test_self_extend_equals_rope_when_sequence_fits_the_neighbour_window() -> None:
     pe = build("self_extend")
     assert pe.neighbor_window == L // 4 and pe.group_size == 8
     q, k, pos = qk(L // 4)
-    torch.testing.assert_close(pe.logits(q, k, pos, pos), rope_logits(q, k, pos))
+    torch.testing.assert_close(pe.logits(q, k, pe.context(pos)), rope_logits(q, k, pos))
 
 
 # ---------------------------------------------------------------------- DCA
@@ -117,7 +122,7 @@ def test_dca_three_branches_match_definition() -> None:
     # Hand-checked cases (L = 16: c = 12, w = 1, s = 11).
     assert (_dca_rel(22, 5, s, c), _dca_rel(12, 10, s, c), _dca_rel(15, 10, s, c)) == (7, 2, 2)
     q, k, pos = qk(40)
-    assert_causal_close(pe.logits(q, k, pos, pos), reference(q, k, lambda i, j: _dca_rel(i, j, s, c)))
+    assert_causal_close(pe.logits(q, k, pe.context(pos)), reference(q, k, lambda i, j: _dca_rel(i, j, s, c)))
     rels = [_dca_rel(i, j, s, c) for i in range(200) for j in range(i + 1)]
     assert 0 <= min(rels) and max(rels) <= c < L  # no relative position is unseen
 
@@ -125,10 +130,10 @@ def test_dca_three_branches_match_definition() -> None:
 def test_dca_equals_rope_up_to_chunk_size() -> None:
     pe = build("dca")
     q, k, pos = qk(pe.chunk_size)  # future keys (masked by the model) may differ: compare j <= i
-    assert_causal_close(pe.logits(q, k, pos, pos), rope_logits(q, k, pos))
+    assert_causal_close(pe.logits(q, k, pe.context(pos)), rope_logits(q, k, pos))
     q, k, pos = qk(pe.chunk_size + 3)
     tril = torch.tril(torch.ones(pe.chunk_size + 3, pe.chunk_size + 3, dtype=torch.bool))
-    assert not torch.allclose(pe.logits(q, k, pos, pos)[..., tril], rope_logits(q, k, pos)[..., tril])
+    assert not torch.allclose(pe.logits(q, k, pe.context(pos))[..., tril], rope_logits(q, k, pos)[..., tril])
 
 
 # ---------------------------------------------------------------------- windows and sinks
@@ -149,7 +154,7 @@ def test_streaming_llm_mask_and_cache_slot_positions() -> None:
             return min(i, cache - 1) - j  # the sink keeps its slot, the query sits at the last slot
         return i - j if i - j < window else None
 
-    logits = pe.logits(q, k, pos, pos)
+    logits = pe.logits(q, k, pe.context(pos))
     assert_causal_close(logits, reference(q, k, rel))
     assert torch.isfinite(torch.diagonal(logits, dim1=-2, dim2=-1)).all()
     assert build("streaming_llm").window == L - 4
@@ -158,7 +163,7 @@ def test_streaming_llm_mask_and_cache_slot_positions() -> None:
 def test_streaming_llm_equals_rope_while_cache_not_full() -> None:
     pe = build("streaming_llm")
     q, k, pos = qk(L)
-    torch.testing.assert_close(pe.logits(q, k, pos, pos), rope_logits(q, k, pos))
+    torch.testing.assert_close(pe.logits(q, k, pe.context(pos)), rope_logits(q, k, pos))
 
 
 def test_lm_infinite_lambda_mask_and_distance_cap() -> None:
@@ -171,13 +176,13 @@ def test_lm_infinite_lambda_mask_and_distance_cap() -> None:
             return i - j
         return 3 if j < 2 else None
 
-    logits = pe.logits(q, k, pos, pos)
+    logits = pe.logits(q, k, pe.context(pos))
     assert_causal_close(logits, reference(q, k, rel))
     assert torch.isfinite(torch.diagonal(logits, dim1=-2, dim2=-1)).all()
     default = build("lm_infinite")
     assert (default.n_global, default.n_local, default.limit_distance) == (10, L, L)
     q, k, pos = qk(L)
-    torch.testing.assert_close(default.logits(q, k, pos, pos), rope_logits(q, k, pos))
+    torch.testing.assert_close(default.logits(q, k, default.context(pos)), rope_logits(q, k, pos))
 
 
 # ---------------------------------------------------------------------- SSMax, DroPE, iRoPE
@@ -191,19 +196,18 @@ def test_ssmax_scales_logits_by_s_log_n() -> None:
     n = torch.arange(1, 10, dtype=torch.float32)
     factor = torch.tensor([0.5, 2.0])[:, None] * n.log()[None, :]  # (H, T)
     expected = rope_logits(q, k, pos) * factor[None, :, :, None]
-    torch.testing.assert_close(pe.logits(q, k, pos, pos), expected)
+    torch.testing.assert_close(pe.logits(q, k, pe.context(pos)), expected)
 
 
 def test_ssmax_scales_inner_bias_and_trains_s() -> None:
-    pe = build("ssmax", inner="nope")
+    pe = build("ssmax", inner="alibi")
     _, _, pos = qk(5)
-    fake = torch.ones(HEADS, 5, 5)
-    pe.inner.bias = lambda q_pos, k_pos, layer=0: fake  # type: ignore[method-assign]
-    b = pe.bias(pos, pos)
-    assert b is not None
-    torch.testing.assert_close(b, pe.factor(pos, pos)[:, :, None].expand(HEADS, 5, 5))
+    ctx = pe.context(pos)
+    b, inner = pe.bias(ctx), pe.inner.bias(ctx.child)  # the inner PE's bias lives in the child context
+    assert b is not None and inner is not None
+    torch.testing.assert_close(b, inner * pe.factor(ctx)[:, :, None])
     q, k, _ = qk(5)
-    pe.logits(q, k, pos, pos).sum().backward()
+    pe.logits(q, k, pe.context(pos)).sum().backward()
     assert pe.s.grad is not None and torch.isfinite(pe.s.grad).all() and pe.s.grad.abs().sum() > 0
 
 
@@ -213,29 +217,31 @@ def test_ssmax_per_layer_scalars() -> None:
     with torch.no_grad():
         pe.s[1] *= 3
     _, _, pos = qk(6)
-    torch.testing.assert_close(pe.factor(pos, pos, layer=1), 3 * pe.factor(pos, pos, layer=0))
+    torch.testing.assert_close(pe.factor(pe.context(pos), 1), 3 * pe.factor(pe.context(pos), 0))
     with pytest.raises(ValueError, match="num_layers"):
-        pe.factor(pos, pos, layer=2)
+        pe.factor(pe.context(pos), 2)
 
 
 def test_drope_is_nope_with_optional_temperature() -> None:
     q, k, pos = qk(4 * L)
-    nope = build("nope").logits(q, k, pos, pos)
-    torch.testing.assert_close(build("drope").logits(q, k, pos, pos), nope)
+    nope = rope_free_logits(q, k)
+    drope = build("drope")
+    torch.testing.assert_close(drope.logits(q, k, drope.context(pos)), nope)
     pe = build("drope", temperature_c=0.1)
-    torch.testing.assert_close(pe.logits(q, k, pos, pos), nope * (1 + 0.1 * math.log(4)))
+    torch.testing.assert_close(pe.logits(q, k, pe.context(pos)), nope * (1 + 0.1 * math.log(4)))
     q, k, pos = qk(L)
-    torch.testing.assert_close(pe.logits(q, k, pos, pos), build("nope").logits(q, k, pos, pos))
+    torch.testing.assert_close(pe.logits(q, k, pe.context(pos)), rope_free_logits(q, k))
 
 
 def test_irope_interleaves_rope_and_nope_layers() -> None:
     pe = build("irope", nope_every=2)
     assert isinstance(pe, IRoPE) and pe.bias_per_layer
     q, k, pos = qk(L - 1)  # below floor_scale - 1: the temperature is exactly 1
-    rq, rk = pe.rotate(q, k, pos, pos, layer=0)
-    eq, ek = build("rope").rotate(q, k, pos, pos)
+    rq, rk = pe.rotate(q, k, pe.context(pos), 0)
+    rope = build("rope")
+    eq, ek = rope.rotate(q, k, rope.context(pos))
     torch.testing.assert_close((rq, rk), (eq, ek))
-    nq, nk = pe.rotate(q, k, pos, pos, layer=1)
+    nq, nk = pe.rotate(q, k, pe.context(pos), 1)
     assert torch.equal(nq, q) and torch.equal(nk, k)  # NoPE layer: no rotation
     assert [pe.is_nope(i) for i in range(8)] == [False, True] * 4
     assert [build("irope").is_nope(i) for i in range(8)] == [False, False, False, True] * 2
@@ -247,15 +253,15 @@ def test_irope_temperature_formula_and_chunked_attention() -> None:
     torch.testing.assert_close(t, torch.tensor([1.0, 1.0, 1 + 0.1 * math.log(2), 1 + 0.1 * math.log(3),
                                                 1 + 0.1 * math.log(4)]))
     q, k, pos = qk(8)
-    nq, _ = pe.rotate(q, k, pos, pos, layer=3)
+    nq, _ = pe.rotate(q, k, pe.context(pos), 3)
     torch.testing.assert_close(nq, q * pe.query_temperature(pos)[:, None])
     off = build("irope", nope_every=2, temperature_tuning=False)
-    assert torch.equal(off.rotate(q, k, pos, pos, layer=1)[0], q)
+    assert torch.equal(off.rotate(q, k, off.context(pos), 1)[0], q)
     chunked = build("irope", nope_every=2, attention_chunk=3)
-    b = chunked.bias(pos, pos, layer=0)
+    b = chunked.bias(chunked.context(pos), 0)
     assert b is not None and b.shape == (HEADS, 8, 8)
     same = (pos[:, None] // 3) == (pos[None, :] // 3)
-    assert torch.equal(torch.isfinite(b[0]), same) and chunked.bias(pos, pos, layer=1) is None
+    assert torch.equal(torch.isfinite(b[0]), same) and chunked.bias(chunked.context(pos), 1) is None
 
 
 # ---------------------------------------------------------------------- errors and end to end

@@ -31,7 +31,7 @@ LOW = torch.tril(torch.ones(T, T, dtype=torch.bool))
 def test_alibi_matches_x_transformers(heads: int) -> None:
     pe = posenc.build("alibi", head_dim=8, num_heads=heads, train_len=16)
     pos = torch.arange(float(T))
-    ours = pe.bias(pos, pos)
+    ours = pe.bias(pe.context(pos))
     ref = xt.AlibiPositionalBias(heads=heads)(T, T)  # (H, T, T), −m·|j − i|
     torch.testing.assert_close(ours[:, LOW], ref[:, LOW].float())
 
@@ -43,7 +43,7 @@ def test_alibi_matches_bloom_after_softmax(heads: int) -> None:
     pos = torch.arange(float(T))
     scores = torch.randn(heads, T, T)
     mask = torch.where(LOW, 0.0, float("-inf"))
-    ours = (scores + pe.bias(pos, pos) + mask).softmax(-1)
+    ours = (scores + pe.bias(pe.context(pos)) + mask).softmax(-1)
     alibi = bloom_mod.build_alibi_tensor(torch.ones(1, T), heads, torch.float32)  # (H, 1, T): m·j
     ref = (scores + alibi + mask).softmax(-1)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
@@ -67,7 +67,7 @@ def test_t5_bias_matches_x_transformers_relative_position_bias() -> None:
     n = 300
     pos = torch.arange(float(n))
     low = torch.tril(torch.ones(n, n, dtype=torch.bool))
-    torch.testing.assert_close(pe.bias(pos, pos)[:, low], ref(n, n)[:, low])
+    torch.testing.assert_close(pe.bias(pe.context(pos))[:, low], ref(n, n)[:, low])
 
 
 def test_cope_matches_x_transformers() -> None:
@@ -81,7 +81,7 @@ def test_cope_matches_x_transformers() -> None:
     q, k = torch.randn(2, heads, T, dim), torch.randn(2, heads, T, dim)
     pos = torch.arange(float(T))
     att = q @ k.transpose(-2, -1) / math.sqrt(dim)
-    ours = pe.logits(q, k, pos, pos) - att
+    ours = pe.logits(q, k, pe.context(pos)) - att
     ref_out = ref(q, att.masked_fill(~LOW, float("-inf")))
     torch.testing.assert_close(ours[..., LOW], ref_out[..., LOW], rtol=1e-5, atol=1e-5)
 
@@ -103,7 +103,7 @@ def test_fox_matches_x_transformers_data_dependent_alibi() -> None:
         lin.bias.copy_(pe.bias_)
     q, k = torch.randn(2, heads, T, dim), torch.randn(2, heads, T, dim)
     pos = torch.arange(float(T))
-    ours = pe.logits(q, k, pos, pos) - q @ k.transpose(-2, -1) / math.sqrt(dim)
+    ours = pe.logits(q, k, pe.context(pos)) - q @ k.transpose(-2, -1) / math.sqrt(dim)
     x = k.transpose(1, 2).reshape(2, T, heads * dim)
     torch.testing.assert_close(ours[..., LOW], ref(x)[..., LOW], rtol=1e-5, atol=1e-5)
 

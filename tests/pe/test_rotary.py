@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from posenc.pe.base import build
-from posenc.pe.rotary import default_inv_freq, resonance_inv_freq, rotate_pairs
+from posenc.pe.rope import default_inv_freq, rotate_pairs
+from posenc.pe.rotary import resonance_inv_freq
 
 D, H, L = 16, 2, 32
 
@@ -32,13 +33,13 @@ def test_interleaved_equals_half_split_after_permutation() -> None:
     pos = torch.arange(12, dtype=torch.float32) * 3.0
     # consecutive layout index 2i <- half-split index i, 2i+1 <- i + d/2
     perm = torch.stack([torch.arange(D // 2), torch.arange(D // 2) + D // 2], -1).flatten()
-    ours = pe.logits(q[..., perm], k[..., perm], pos, pos)
+    ours = pe.logits(q[..., perm], k[..., perm], pe.context(pos))
     inv = default_inv_freq(D, 10000.0)
     qh, kh = _rotate_half_reference(q, pos, inv), _rotate_half_reference(k, pos, inv)
     ref = qh @ kh.transpose(-2, -1) / math.sqrt(D)
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
     # and the rotated vectors themselves agree up to the same permutation
-    qr, _ = pe.rotate(q[..., perm], k[..., perm], pos, pos)
+    qr, _ = pe.rotate(q[..., perm], k[..., perm], pe.context(pos))
     torch.testing.assert_close(qr, qh[..., perm], atol=1e-4, rtol=1e-4)
 
 
@@ -48,8 +49,8 @@ def test_relative_ids_are_shift_invariant(pe_id: str) -> None:
     assert pe.relative
     q, k = _qk(10)
     pos = torch.arange(10, dtype=torch.float32)
-    a = pe.logits(q, k, pos, pos)
-    b = pe.logits(q, k, pos + 37.0, pos + 37.0)
+    a = pe.logits(q, k, pe.context(pos))
+    b = pe.logits(q, k, pe.context(pos + 37.0))
     torch.testing.assert_close(a, b, atol=2e-4, rtol=2e-4)
 
 
@@ -57,7 +58,7 @@ def test_rope_changes_with_offset_between_q_and_k() -> None:
     pe = build("rope", head_dim=D, num_heads=H, train_len=L)
     q, k = _qk(6)
     pos = torch.arange(6, dtype=torch.float32)
-    assert not torch.allclose(pe.logits(q, k, pos, pos), pe.logits(q, k, pos + 5.0, pos))
+    assert not torch.allclose(pe.logits(q, k, pe.context(pos)), pe.logits(q, k, pe.context(pos + 5.0, pos)))
 
 
 def test_xpos_decay_per_pair() -> None:
@@ -69,7 +70,7 @@ def test_xpos_decay_per_pair() -> None:
         k = torch.zeros(1, 1, 1, D)
         q[..., 2 * pair], k[..., 2 * pair] = 1.0, 1.0
         rope = build("rope", head_dim=D, num_heads=1, train_len=L)
-        ratio = pe.logits(q, k, q_pos, k_pos) / rope.logits(q, k, q_pos, k_pos)
+        ratio = pe.logits(q, k, pe.context(q_pos, k_pos)) / rope.logits(q, k, rope.context(q_pos, k_pos))
         expected = float(zeta[pair] ** ((9.0 - 2.0) / 8.0))
         assert ratio.item() == pytest.approx(expected, rel=1e-4)
         assert ratio.item() < 1.0  # a decay for n > m
@@ -80,9 +81,9 @@ def test_p_rope_limits_and_zeroed_pairs() -> None:
     q, k = _qk(8)
     rope = build("rope", head_dim=D, num_heads=H, train_len=L)
     full = build("p_rope", head_dim=D, num_heads=H, train_len=L, p=1.0)
-    torch.testing.assert_close(full.logits(q, k, pos, pos), rope.logits(q, k, pos, pos))
+    torch.testing.assert_close(full.logits(q, k, full.context(pos)), rope.logits(q, k, rope.context(pos)))
     none = build("p_rope", head_dim=D, num_heads=H, train_len=L, p=0.0)
-    torch.testing.assert_close(none.logits(q, k, pos, pos), q @ k.transpose(-2, -1) / math.sqrt(D))
+    torch.testing.assert_close(none.logits(q, k, none.context(pos)), q @ k.transpose(-2, -1) / math.sqrt(D))
     part = build("p_rope", head_dim=D, num_heads=H, train_len=L, p=0.75)
     inv = part.inv_freq(8)
     n_keep = int(0.75 * D // 2)
@@ -105,10 +106,11 @@ def test_fope_without_noise_is_clipped_rope_and_learns() -> None:
     q, k = _qk(10)
     fope = build("fope", head_dim=D, num_heads=H, train_len=L, sigma=0.0)
     hope = build("hope", head_dim=D, num_heads=H, train_len=L)  # same floor: one full period within L
-    torch.testing.assert_close(fope.logits(q, k, pos, pos), hope.logits(q, k, pos, pos), atol=1e-5, rtol=1e-5)
+    expected = hope.logits(q, k, hope.context(pos))
+    torch.testing.assert_close(fope.logits(q, k, fope.context(pos)), expected, atol=1e-5, rtol=1e-5)
     noisy = build("fope", head_dim=D, num_heads=H, train_len=L)
     assert not noisy.relative
-    noisy.logits(q, k, pos, pos).square().sum().backward()
+    noisy.logits(q, k, noisy.context(pos)).square().sum().backward()
     assert noisy.cos_coef.grad is not None and noisy.cos_coef.grad.abs().sum() > 0
     assert noisy.sin_coef.grad is not None and noisy.sin_coef.grad.abs().sum() > 0
 
@@ -131,8 +133,8 @@ def test_angles_in_float32_under_bf16() -> None:
     pe = build("rope", head_dim=D, num_heads=H, train_len=L)
     q, k = _qk(16)
     pos = torch.arange(16, dtype=torch.float32) * 1000.0
-    qb, _ = pe.rotate(q.bfloat16(), k.bfloat16(), pos, pos)
-    qf, _ = pe.rotate(q, k, pos, pos)
+    qb, _ = pe.rotate(q.bfloat16(), k.bfloat16(), pe.context(pos))
+    qf, _ = pe.rotate(q, k, pe.context(pos))
     assert qb.dtype == torch.bfloat16
     torch.testing.assert_close(qb.float(), qf, atol=3e-2, rtol=3e-2)
 

@@ -71,12 +71,12 @@ def test_wrapper_delegates_to_inner_and_trains_its_parameters() -> None:
     rope = build("rope")
     q, k = torch.randn(2, HEADS, 9, HEAD_DIM), torch.randn(2, HEADS, 9, HEAD_DIM)
     pos = torch.tensor([0.0, 3, 4, 10, 11, 50, 51, 52, 90])
-    torch.testing.assert_close(pe.logits(q, k, pos, pos), rope.logits(q, k, pos, pos))
+    torch.testing.assert_close(pe.logits(q, k, pe.context(pos)), rope.logits(q, k, rope.context(pos)))
     # An inner PE with parameters: they belong to the wrapper (and so to the model's optimiser).
     wrapped = build("randomized", inner="ssmax")
     assert any(name.startswith("inner.") for name, _ in wrapped.named_parameters())
     nope = build("randomized", inner="nope")
-    torch.testing.assert_close(nope.logits(q, k, pos, pos), build("nope").logits(q, k, pos, pos))
+    torch.testing.assert_close(nope.logits(q, k, nope.context(pos)), q @ k.transpose(-2, -1) / HEAD_DIM**0.5)
 
 
 def test_inner_kwargs_reach_the_inner_pe() -> None:

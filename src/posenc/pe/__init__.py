@@ -1,5 +1,20 @@
-"""Positional encodings, one module per family; :mod:`posenc.pe.base` holds the interface and registry."""
+"""Positional encodings, one module per family; :mod:`posenc.pe.base` holds the interface and registry.
 
-from posenc.pe.base import PositionalEncoding, available, build, get_class, register
+Importing this package imports every family module, whose decorators fill the registry.
+"""
 
-__all__ = ["PositionalEncoding", "available", "build", "get_class", "register"]
+from posenc.pe import absolute, bias, other, rope, rope_extensions, rotary, sampling  # noqa: F401  (registers)
+from posenc.pe.base import (
+    MethodSpec,
+    PositionalEncoding,
+    PositionContext,
+    available,
+    build,
+    get_class,
+    hyperparameters,
+    register,
+    spec,
+)
+
+__all__ = ["MethodSpec", "PositionContext", "PositionalEncoding", "available", "build", "get_class",
+           "hyperparameters", "register", "spec"]

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from posenc.pe.base import PositionalEncoding, causal_mask, register
+from posenc.pe.base import PositionalEncoding, PositionContext, register
 from posenc.pe.bias import alibi_slopes
 
 __all__ = [
@@ -66,13 +66,11 @@ class Sinusoidal(PositionalEncoding):
         self.base = float(base)
 
     def table(self, pos: Tensor) -> Tensor:
-        """PE for positions ``pos`` (…) → (…, d_model), float32, memoised per forward for 1-D positions."""
-        if pos.dim() == 1:
-            return self.shared(("sin_table", id(pos)), lambda: sinusoidal_table(pos, self.d_model, self.base))
+        """PE for positions ``pos`` (…) → (…, d_model), float32."""
         return sinusoidal_table(pos, self.d_model, self.base)
 
-    def embed(self, x: Tensor, pos: Tensor) -> Tensor:
-        return x + self.table(pos).to(x.dtype)
+    def embed(self, x: Tensor, ctx: PositionContext) -> Tensor:
+        return x + self.table(ctx.q_pos).to(x.dtype)
 
 
 @register
@@ -85,6 +83,7 @@ class Learned(PositionalEncoding):
     """
 
     id = "learned"
+    learnable = True
 
     def __init__(self, *, head_dim: int, num_heads: int, train_len: int, max_len: int | None = None) -> None:
         super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len)
@@ -93,7 +92,8 @@ class Learned(PositionalEncoding):
         self.max_len = max_len
         self.weight = nn.Parameter(torch.randn(max_len, self.d_model) * 0.02)
 
-    def embed(self, x: Tensor, pos: Tensor) -> Tensor:
+    def embed(self, x: Tensor, ctx: PositionContext) -> Tensor:
+        pos = ctx.q_pos
         if pos.numel():
             lo, hi = float(pos.min()), float(pos.max())
             if lo < 0 or hi >= self.max_len:
@@ -134,6 +134,9 @@ class SHAPE(Sinusoidal):
     def positions(self, seq_len: int, *, training: bool = False, device: torch.device | str | None = None) -> Tensor:
         k = int(torch.randint(0, self.max_shift + 1, ())) if training else self.eval_shift
         return torch.arange(seq_len, dtype=torch.float32, device=device) + float(k)
+
+    def samples_positions(self, training: bool) -> bool:
+        return training or self.eval_shift != 0
 
 
 @register
@@ -182,10 +185,10 @@ class CAPE(Sinusoidal):
         lam = torch.exp((torch.rand(batch, 1, device=dev) * 2 - 1) * log_l)
         return (p + delta + local) * lam
 
-    def embed(self, x: Tensor, pos: Tensor) -> Tensor:
+    def embed(self, x: Tensor, ctx: PositionContext) -> Tensor:
         if not self.training and not self.normalize:
-            return super().embed(x, pos)
-        return x + sinusoidal_table(self.augment(pos, x.size(0)), self.d_model, self.base).to(x.dtype)
+            return super().embed(x, ctx)
+        return x + sinusoidal_table(self.augment(ctx.q_pos, x.size(0)), self.d_model, self.base).to(x.dtype)
 
 
 # ---------------------------------------------------------------------- smoothness
@@ -203,9 +206,9 @@ class ComplexOrder(PositionalEncoding):
 
     where the amplitudes (r_re, r_im) are the model's own token embedding x (a per-word lookup table, as
     r_j is in the paper; tied to the output head here) and ω_j, θ_j ∈ ℝ^n are per-word lookup tables indexed
-    by the token ids that the model passes through :meth:`scope`. With r_re = r_im this is exactly the
+    by the token ids that the model passes in the position context. With r_re = r_im this is exactly the
     paper's Eq.; separate halves let the tied embedding keep all its d_model channels.
-    The token ids are required: without them (a call outside the model's scope) ``embed`` raises rather
+    The token ids are required: without them (a context built without ``tokens``) ``embed`` raises rather
     than falling back to something else.
 
     Initialisation: ω_j starts at the sinusoidal frequencies base^(−k/n) for every word (so the model starts
@@ -213,6 +216,7 @@ class ComplexOrder(PositionalEncoding):
     """
 
     id = "complex_order"
+    learnable = True
 
     def __init__(self, *, head_dim: int, num_heads: int, train_len: int, vocab_size: int = 256,
                  base: float = 10000.0) -> None:
@@ -226,12 +230,12 @@ class ComplexOrder(PositionalEncoding):
         self.freq = nn.Parameter(freq[None, :].repeat(vocab_size, 1))  # ω_j (V, n)
         self.phase = nn.Parameter(torch.zeros(vocab_size, n))  # θ_j (V, n)
 
-    def embed(self, x: Tensor, pos: Tensor) -> Tensor:
-        tokens = self._tokens
+    def embed(self, x: Tensor, ctx: PositionContext) -> Tensor:
+        tokens, pos = ctx.tokens, ctx.q_pos
         if tokens is None or tokens.shape != x.shape[:2]:
             raise ValueError(
-                "complex_order: needs the token ids of x (B, T); call embed inside pe.scope(tokens), "
-                "as the reference model does"
+                "complex_order: needs the token ids of x (B, T); build the context with "
+                "pe.context(pos, tokens=tokens), as the reference model does"
             )
         if int(tokens.max()) >= self.vocab_size or int(tokens.min()) < 0:
             raise ValueError(f"complex_order: token id outside [0, vocab_size={self.vocab_size})")
@@ -251,14 +255,16 @@ class Floater(PositionalEncoding):
     layer); p(0) is learned. The ODE is solved with a fixed-step RK4 integrator whose nodes are every ``grid``
     positions (step grid·Δt); between nodes p is the cubic Hermite interpolant with the ODE's own derivatives
     h at the nodes (4th-order accurate, like RK4 itself), which also serves fractional positions. The
-    trajectory is computed once per forward (:meth:`shared`) and backpropagated through directly; the cost is
-    ⌈max position / grid⌉ RK4 steps, and there is no maximum length.
+    trajectory is computed once per forward (in :meth:`embed`, in float32 whatever the parameters' dtype) and
+    backpropagated through directly; the cost is ⌈max position / grid⌉ RK4 steps, and there is no maximum
+    length.
     The paper injects p at every block with shared h; here it is added once at the input (the survey's
     Table 1 "Initial" row), since the PE interface adds absolute encodings only at the embeddings.
     Δt = 0.1, grid = 8 and the MLP width are this implementation's choices (not re-checked in the paper).
     """
 
     id = "floater"
+    learnable = True
 
     def __init__(self, *, head_dim: int, num_heads: int, train_len: int, delta_t: float = 0.1,
                  hidden: int = 64, grid: int = 8) -> None:
@@ -277,8 +283,10 @@ class Floater(PositionalEncoding):
         nn.init.zeros_(self.fc2.bias)
 
     def h(self, tau: Tensor, p: Tensor) -> Tensor:
-        """Latent force h(τ, p): τ (N,) and p (N, C) → (N, C)."""
-        return self.fc2(torch.tanh(self.fc1(torch.cat((p, tau[:, None]), dim=-1))))
+        """Latent force h(τ, p): τ (N,) and p (N, C) → (N, C), float32."""
+        u = torch.cat((p, tau[:, None]), dim=-1)
+        u = torch.tanh(nn.functional.linear(u, self.fc1.weight.float(), self.fc1.bias.float()))
+        return nn.functional.linear(u, self.fc2.weight.float(), self.fc2.bias.float())
 
     def nodes(self, n: int) -> tuple[Tensor, Tensor]:
         """RK4 nodes p(m·grid·Δt), m = 0..n−1, and the derivatives h there: two (n, C) float32 tensors."""
@@ -298,28 +306,24 @@ class Floater(PositionalEncoding):
         return nodes, self.h(taus, nodes)
 
     def table(self, pos: Tensor) -> Tensor:
-        """Position vectors at float positions ``pos`` (T,) → (T, C), memoised per forward."""
+        """Position vectors at float positions ``pos`` (T,) → (T, C), float32."""
+        if pos.numel() == 0:
+            return torch.zeros(0, self.d_model, device=pos.device)
+        if float(pos.min()) < 0:
+            raise ValueError("floater: positions must be >= 0 (the ODE is integrated forward from p(0))")
+        g = self.grid
+        n = int(math.ceil(float(pos.max()) / g)) + 2
+        nodes, deriv = self.nodes(n)
+        u = pos.float() / g  # position in node units
+        lo = u.floor().long().clamp(max=n - 2)
+        s = (u - lo.float())[:, None]
+        step = g * self.delta_t  # time between nodes: derivatives are per unit time
+        h00, h10 = 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s
+        h01, h11 = -2 * s**3 + 3 * s**2, s**3 - s**2
+        return h00 * nodes[lo] + h10 * step * deriv[lo] + h01 * nodes[lo + 1] + h11 * step * deriv[lo + 1]
 
-        def make() -> Tensor:
-            if pos.numel() == 0:
-                return torch.zeros(0, self.d_model, device=pos.device)
-            if float(pos.min()) < 0:
-                raise ValueError("floater: positions must be >= 0 (the ODE is integrated forward from p(0))")
-            g = self.grid
-            n = int(math.ceil(float(pos.max()) / g)) + 2
-            nodes, deriv = self.nodes(n)
-            u = pos.float() / g  # position in node units
-            lo = u.floor().long().clamp(max=n - 2)
-            s = (u - lo.float())[:, None]
-            step = g * self.delta_t  # time between nodes: derivatives are per unit time
-            h00, h10 = 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s
-            h01, h11 = -2 * s**3 + 3 * s**2, s**3 - s**2
-            return (h00 * nodes[lo] + h10 * step * deriv[lo] + h01 * nodes[lo + 1] + h11 * step * deriv[lo + 1])
-
-        return self.shared(("floater", id(pos)), make)
-
-    def embed(self, x: Tensor, pos: Tensor) -> Tensor:
-        return x + self.table(pos).to(x.dtype)
+    def embed(self, x: Tensor, ctx: PositionContext) -> Tensor:
+        return x + self.table(ctx.q_pos).to(x.dtype)
 
 
 # ---------------------------------------------------------------------- token-dependent: BiPE, CoPE
@@ -351,14 +355,15 @@ def segment_positions(tokens: Tensor, separators: tuple[int, ...] = SEGMENT_BYTE
 class BiPE(Sinusoidal):
     """BiPE, Bilevel Positional Encoding (He et al., ICML 2024), BiPE-ALiBi variant.
 
-    The text is split into segments at the bytes '.', '\\n', '?', '!' (read from the token ids passed through
-    :meth:`scope`). Each token gets
+    The text is split into segments at the bytes '.', '\\n', '?', '!' (read from the token ids in the position
+    context). Each token gets
       * an intra-segment absolute encoding: x_t + PE(pos_in_segment(t)), sinusoidal (interleaved sin/cos);
       * an inter-segment relative encoding in every layer: bias −m_h·(seg(i) − seg(j)), ALiBi slopes m_h,
         not scaled by 1/√d, returned as (B, H, T, S) because it depends on the tokens.
     The paper's other variant (BiPE-RoPE: RoPE on segment indices) is not implemented here. The segments need
-    the token ids: outside a ``scope(tokens)`` (the reference model always opens one) the hooks raise rather
-    than fall back to something else. Query i and key j must index the same token sequence (T = S).
+    the token ids: a context built without ``tokens`` (the reference model always passes them) makes the
+    hooks raise rather than fall back to something else. Query i and key j must index the same token
+    sequence (T = S).
     """
 
     id = "bipe"
@@ -367,33 +372,28 @@ class BiPE(Sinusoidal):
         super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len, base=base)
         self.register_buffer("slopes", alibi_slopes(num_heads), persistent=False)
 
-    def _segments(self, batch: int, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        tok = self._tokens
+    def prepare(self, ctx: PositionContext) -> None:
+        tok = ctx.tokens
         if tok is None:
-            raise ValueError("bipe: needs the token ids to find segments; call the hooks inside pe.scope(tokens), "
-                             "as the reference model does")
-        if tuple(tok.shape) != (batch, length):
-            raise ValueError(f"bipe: token ids {tuple(tok.shape)} do not match the sequence ({batch}, {length})")
-        return self.shared(("bipe_seg", id(tok)), lambda: segment_positions(tok.to(device)))
+            raise ValueError("bipe: needs the token ids to find segments; build the context with "
+                             "pe.context(pos, tokens=tokens), as the reference model does")
+        if ctx.q_pos.numel() != ctx.k_pos.numel() or tok.size(1) != ctx.k_pos.numel():
+            raise ValueError("bipe: queries and keys must index the same token sequence (T = S = len(tokens))")
+        seg, intra = segment_positions(tok.to(ctx.device))
+        ctx.put("bipe_intra", intra)
+        rel = seg.float()[:, :, None] - seg.float()[:, None, :]  # (B, T, S), seg(i) − seg(j)
+        bias = -self.slopes.to(ctx.device)[None, :, None, None] * rel[:, None]
+        ctx.put("bias", bias, q_dim=-2, k_dim=-1)
 
-    def embed(self, x: Tensor, pos: Tensor) -> Tensor:
-        _, intra = self._segments(x.size(0), x.size(1), x.device)
+    def embed(self, x: Tensor, ctx: PositionContext) -> Tensor:
+        intra = ctx.get("bipe_intra") if "bipe_intra" in ctx else None
+        if intra is None or tuple(intra.shape) != tuple(x.shape[:2]):
+            raise ValueError(f"bipe: the context's token ids do not match the sequence {tuple(x.shape[:2])}; "
+                             "build it with pe.context(pos, tokens=tokens)")
         return x + self.table(intra.to(torch.float32)).to(x.dtype)
 
-    def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
-        tok = self._tokens
-        if tok is None:
-            raise ValueError("bipe: needs the token ids to find segments; call the hooks inside pe.scope(tokens), "
-                             "as the reference model does")
-        if q_pos.numel() != k_pos.numel() or tok.size(1) != k_pos.numel():
-            raise ValueError("bipe: queries and keys must index the same token sequence (T = S = len(tokens))")
-
-        def make() -> Tensor:
-            seg = self._segments(tok.size(0), tok.size(1), q_pos.device)[0].to(torch.float32)  # (B, T)
-            rel = seg[:, :, None] - seg[:, None, :]  # (B, T, S), seg(i) − seg(j)
-            return -self.slopes.to(q_pos.device)[None, :, None, None] * rel[:, None]
-
-        return self.shared(("bipe_bias", id(q_pos), id(k_pos), id(tok)), make)
+    def bias(self, ctx: PositionContext, layer: int = 0) -> Tensor:
+        return ctx.get("bias")
 
 
 @register
@@ -409,6 +409,7 @@ class CoPE(PositionalEncoding):
     """
 
     id = "cope"
+    learnable = True
 
     def __init__(self, *, head_dim: int, num_heads: int, train_len: int, npos_max: int | None = None) -> None:
         super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len)
@@ -417,10 +418,9 @@ class CoPE(PositionalEncoding):
         self.npos_max = npos_max
         self.pos_emb = nn.Parameter(torch.zeros(npos_max, head_dim))
 
-    def logits(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
+    def logits(self, q: Tensor, k: Tensor, ctx: PositionContext, layer: int = 0) -> Tensor:
         att = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, T, S)
-        allowed = causal_mask(q_pos, k_pos)
-        gates = torch.sigmoid(att).masked_fill(~allowed, 0.0)
+        gates = torch.sigmoid(att).masked_fill(~ctx.causal_mask(), 0.0)
         pos = gates.flip(-1).cumsum(dim=-1).flip(-1).clamp(max=self.npos_max - 1)
         logits_int = q.float() @ self.pos_emb.float().t()  # (B, H, T, npos_max)
         lo, hi = pos.floor().long(), pos.ceil().long()

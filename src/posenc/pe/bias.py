@@ -3,10 +3,11 @@
 Conventions (the book's conventions page): ``rel = i − j`` (query position minus key position, ≥ 0 under the
 causal mask); logits are ``q·kᵀ/√d + bias`` with the bias added *after* the 1/√d scaling; :meth:`bias`
 returns float32 ``(H, T, S)`` (``(B, H, T, S)`` for content-dependent ones). Entries above the diagonal
-(future keys) are finite and ignored: the model masks them. Biases are computed once per forward through
-:meth:`~posenc.pe.base.PositionalEncoding.shared` and are shared by all layers (one set of parameters per
-model, as T5 shares its table across layers); methods that need q or k override
-:meth:`~posenc.pe.base.PositionalEncoding.logits`.
+(future keys) are finite and ignored: the model masks them. Biases are computed once per forward by the PE's
+``prepare`` into the position context (:class:`BiasPE`) and are shared by all layers (one set of parameters
+per model, as T5 shares its table across layers); methods that need q or k override
+:meth:`~posenc.pe.base.PositionalEncoding.logits`. Learned per-entry networks (FIRE, DAPE) run in float32
+whatever the dtype of their parameters, so a pure-bf16 model works.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from posenc.pe.base import PositionalEncoding, causal_mask, register
+from posenc.pe.base import PositionalEncoding, PositionContext, register
 
 __all__ = [
+    "BiasPE",
     "alibi_slopes",
     "t5_bucket",
     "relative_distance",
@@ -117,6 +119,26 @@ def _rowwise(fn: Callable[[Tensor], Tensor], rows: Tensor, dim: int) -> Tensor:
     return torch.cat(outs, dim=dim)
 
 
+def _linear32(x: Tensor, layer: nn.Linear) -> Tensor:
+    """``layer(x)`` computed in float32 whatever the parameters' dtype (autocast still applies)."""
+    bias = None if layer.bias is None else layer.bias.float()
+    return F.linear(x.float(), layer.weight.float(), bias)
+
+
+class BiasPE(PositionalEncoding):
+    """A PE whose position enters only as a logit bias, built once per forward by :meth:`compute_bias`."""
+
+    def compute_bias(self, ctx: PositionContext) -> Tensor:
+        """The float32 bias (H, T, S) or (B, H, T, S) for the context's positions."""
+        raise NotImplementedError
+
+    def prepare(self, ctx: PositionContext) -> None:
+        ctx.put_lazy("bias", lambda: self.compute_bias(ctx), q_dim=-2, k_dim=-1)
+
+    def bias(self, ctx: PositionContext, layer: int = 0) -> Tensor | None:
+        return ctx.get("bias")
+
+
 # ---------------------------------------------------------------------- Shaw, T5, TISA
 
 
@@ -132,6 +154,7 @@ class Shaw(PositionalEncoding):
 
     id = "shaw"
     relative = True
+    learnable = True
 
     def __init__(self, *, head_dim: int, num_heads: int, train_len: int, max_relative_position: int = 16) -> None:
         super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len)
@@ -141,24 +164,23 @@ class Shaw(PositionalEncoding):
         self.rel_keys = nn.Parameter(torch.randn(2 * k + 1, head_dim) * 0.02)
 
     def index(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
-        """Table row clip(i − j, −k, k) + k for every (i, j): (T, S) int64, memoised per forward."""
+        """Table row clip(i − j, −k, k) + k for every (i, j): (T, S) int64."""
         k = self.max_relative_position
+        return relative_distance(q_pos, k_pos).round().long().clamp(-k, k) + k
 
-        def make() -> Tensor:
-            return relative_distance(q_pos, k_pos).round().long().clamp(-k, k) + k
+    def prepare(self, ctx: PositionContext) -> None:
+        ctx.put("shaw_idx", self.index(ctx.q_pos, ctx.k_pos), q_dim=-2, k_dim=-1)
 
-        return self.shared(("shaw_idx", id(q_pos), id(k_pos)), make)
-
-    def logits(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
+    def logits(self, q: Tensor, k: Tensor, ctx: PositionContext, layer: int = 0) -> Tensor:
         qf = q.float()
         att = qf @ k.float().transpose(-2, -1)  # (B, H, T, S)
         qa = qf @ self.rel_keys.float().t()  # (B, H, T, 2k+1): q_i·w_r for every r
-        idx = self.index(q_pos, k_pos).expand(*qa.shape[:2], -1, -1)
+        idx = ctx.get("shaw_idx").expand(*qa.shape[:2], -1, -1)
         return (att + qa.gather(-1, idx)) / math.sqrt(q.size(-1))
 
 
 @register
-class T5Bias(PositionalEncoding):
+class T5Bias(BiasPE):
     """T5 relative bias (Raffel et al., JMLR 2020, §2.1): logits + β[h, bucket(i − j)].
 
     One learned scalar per head and bucket, causal bucketing (HF-compatible, see :func:`t5_bucket`) with
@@ -169,6 +191,7 @@ class T5Bias(PositionalEncoding):
 
     id = "t5_bias"
     relative = True
+    learnable = True
 
     def __init__(self, *, head_dim: int, num_heads: int, train_len: int, num_buckets: int = 32,
                  max_distance: int = 128) -> None:
@@ -179,18 +202,15 @@ class T5Bias(PositionalEncoding):
         self.num_buckets, self.max_distance = num_buckets, max_distance
         self.table = nn.Parameter(torch.randn(num_buckets, num_heads) * self.d_model**-0.5)
 
-    def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
-        def make() -> Tensor:
-            def per_offset(rel: Tensor) -> Tensor:  # (N,) → (H, N)
-                return self.table.float()[t5_bucket(rel, self.num_buckets, self.max_distance)].T
+    def compute_bias(self, ctx: PositionContext) -> Tensor:
+        def per_offset(rel: Tensor) -> Tensor:  # (N,) → (H, N)
+            return self.table.float()[t5_bucket(rel, self.num_buckets, self.max_distance)].T
 
-            return offset_bias(per_offset, q_pos, k_pos)
-
-        return self.shared(("t5", id(q_pos), id(k_pos)), make)
+        return offset_bias(per_offset, ctx.q_pos, ctx.k_pos)
 
 
 @register
-class TISA(PositionalEncoding):
+class TISA(BiasPE):
     """TISA, translation-invariant self-attention (Wennberg & Henter, ACL 2021, Eq. 6).
 
     Per head h: f_h(Δ) = Σ_{s=1..S} a_{h,s}·exp(−|b_{h,s}|·(Δ − c_{h,s})²) with Δ = i − j, added to the
@@ -201,6 +221,7 @@ class TISA(PositionalEncoding):
 
     id = "tisa"
     relative = True
+    learnable = True
 
     def __init__(self, *, head_dim: int, num_heads: int, train_len: int, num_kernels: int = 5) -> None:
         super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len)
@@ -212,48 +233,52 @@ class TISA(PositionalEncoding):
         centres = torch.arange(num_kernels, dtype=torch.float32) * spacing
         self.centre = nn.Parameter(centres[None, :].repeat(num_heads, 1))
 
-    def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
-        def make() -> Tensor:
-            a, b, c = (p.float()[:, None, :] for p in (self.amplitude, self.sharpness, self.centre))
+    def compute_bias(self, ctx: PositionContext) -> Tensor:
+        a, b, c = (p.float()[:, None, :] for p in (self.amplitude, self.sharpness, self.centre))
 
-            def per_offset(rel: Tensor) -> Tensor:  # (N,) → (H, N)
-                return (a * torch.exp(-b.abs() * (rel[None, :, None] - c) ** 2)).sum(-1)
+        def per_offset(rel: Tensor) -> Tensor:  # (N,) → (H, N)
+            return (a * torch.exp(-b.abs() * (rel[None, :, None] - c) ** 2)).sum(-1)
 
-            return offset_bias(per_offset, q_pos, k_pos)
-
-        return self.shared(("tisa", id(q_pos), id(k_pos)), make)
+        return offset_bias(per_offset, ctx.q_pos, ctx.k_pos)
 
 
 # ---------------------------------------------------------------------- ALiBi, KERPLE, Sandwich
 
 
 @register
-class ALiBi(PositionalEncoding):
+class ALiBi(BiasPE):
     """ALiBi (Press, Smith, Lewis, ICLR 2022, Eq. in §3): logits − m_h·(i − j).
 
     Fixed slopes m_h = 2^(−8h/H) with the paper's rule for non-powers of two (:func:`alibi_slopes`); the bias
-    is not scaled by 1/√d and the diagonal is 0. No parameters, no maximum length.
+    is not scaled by 1/√d and the diagonal is 0. No parameters, no maximum length. On a GPU the model can
+    compute the bias inside FlexAttention from positions (:meth:`score_mod`) instead of reading a mask.
     """
 
     id = "alibi"
     relative = True
+    static_bias = True
 
     def __init__(self, *, head_dim: int, num_heads: int, train_len: int) -> None:
         super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len)
         self.register_buffer("slopes", alibi_slopes(num_heads), persistent=False)
 
-    def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
-        def make() -> Tensor:
-            rel = relative_distance(q_pos, k_pos)
-            return -self.slopes.to(rel.device)[:, None, None] * rel[None]
+    def compute_bias(self, ctx: PositionContext) -> Tensor:
+        rel = relative_distance(ctx.q_pos, ctx.k_pos)
+        return -self.slopes.to(rel.device)[:, None, None] * rel[None]
 
-        return self.shared(("alibi", id(q_pos), id(k_pos)), make)
+    def score_mod(self, ctx: PositionContext, layer: int = 0) -> Callable[..., Tensor]:
+        slopes, q_pos, k_pos = self.slopes.to(ctx.device), ctx.q_pos.float(), ctx.k_pos.float()
+
+        def alibi(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+            return score - slopes[h] * (q_pos[q_idx] - k_pos[kv_idx])
+
+        return alibi
 
 
 _KERPLE_EPS = 1e-2  # lower bound of r1, r2 in the released KERPLE code
 
 
-class _Kerple(PositionalEncoding):
+class _Kerple(BiasPE):
     """KERPLE's shared part (Chi et al., NeurIPS 2022): a bias −k_h(|i − j|) with learnable r1_h, r2_h > 0.
 
     As in the authors' code, r1 ~ U(0, ``r1_init``) and r2 ~ U(0, ``r2_init``) at init, and the forward uses
@@ -262,6 +287,7 @@ class _Kerple(PositionalEncoding):
     """
 
     relative = True
+    learnable = True
     r1_init: ClassVar[float]
     r2_init: ClassVar[float]
     r2_max: ClassVar[float | None] = None
@@ -275,13 +301,10 @@ class _Kerple(PositionalEncoding):
         """The bias at distances d (1, N) ≥ 0 for per-head r1, r2 (H, 1) → (H, N)."""
         raise NotImplementedError
 
-    def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
-        def make() -> Tensor:
-            r1 = self.r1.float().clamp(min=_KERPLE_EPS)[:, None]
-            r2 = self.r2.float().clamp(min=_KERPLE_EPS, max=self.r2_max)[:, None]
-            return offset_bias(lambda rel: self.kernel(rel.abs()[None], r1, r2), q_pos, k_pos)
-
-        return self.shared((self.id, id(q_pos), id(k_pos)), make)
+    def compute_bias(self, ctx: PositionContext) -> Tensor:
+        r1 = self.r1.float().clamp(min=_KERPLE_EPS)[:, None]
+        r2 = self.r2.float().clamp(min=_KERPLE_EPS, max=self.r2_max)[:, None]
+        return offset_bias(lambda rel: self.kernel(rel.abs()[None], r1, r2), ctx.q_pos, ctx.k_pos)
 
 
 @register
@@ -315,7 +338,7 @@ class KerplePower(_Kerple):
 
 
 @register
-class Sandwich(PositionalEncoding):
+class Sandwich(BiasPE):
     """Sandwich (Chi, Fan, Rudnicky, Ramadge, ACL 2023, §5): the position–position term p_iᵀp_j of the
     sinusoidal APE, kept alone as a parameter-free relative bias.
 
@@ -327,6 +350,7 @@ class Sandwich(PositionalEncoding):
 
     id = "sandwich"
     relative = True
+    static_bias = True
 
     def __init__(self, *, head_dim: int, num_heads: int, train_len: int, sandwich_dim: int | None = None) -> None:
         super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len)
@@ -339,15 +363,12 @@ class Sandwich(PositionalEncoding):
         ratio = torch.arange(1, num_heads + 1, dtype=torch.float32) * 8.0 / num_heads
         self.register_buffer("ratio", ratio, persistent=False)
 
-    def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
-        def make() -> Tensor:
-            def per_offset(rel: Tensor) -> Tensor:  # (N,) → (H, N)
-                s = torch.cos(rel[:, None] * self.inv_freq.to(rel.device)).sum(-1) - self.sandwich_dim / 2
-                return s[None] / self.ratio.to(rel.device)[:, None]
+    def compute_bias(self, ctx: PositionContext) -> Tensor:
+        def per_offset(rel: Tensor) -> Tensor:  # (N,) → (H, N)
+            s = torch.cos(rel[:, None] * self.inv_freq.to(rel.device)).sum(-1) - self.sandwich_dim / 2
+            return s[None] / self.ratio.to(rel.device)[:, None]
 
-            return offset_bias(per_offset, q_pos, k_pos)
-
-        return self.shared(("sandwich", id(q_pos), id(k_pos)), make)
+        return offset_bias(per_offset, ctx.q_pos, ctx.k_pos)
 
 
 # ---------------------------------------------------------------------- FIRE
@@ -358,7 +379,7 @@ def _inv_softplus(y: float) -> float:
 
 
 @register
-class FIRE(PositionalEncoding):
+class FIRE(BiasPE):
     """FIRE, functional interpolation for relative positions (Li et al., ICLR 2024, Eq. 6–7).
 
     b_h(i, j) = f_θ(ψ(i − j) / ψ(max(L_thr, i)))_h with ψ(x) = log(c·x + 1): the normalised distance stays in
@@ -369,6 +390,7 @@ class FIRE(PositionalEncoding):
     """
 
     id = "fire"
+    learnable = True
 
     def __init__(self, *, head_dim: int, num_heads: int, train_len: int, mlp_width: int = 32, c: float = 0.1,
                  l_thr: float = 512.0) -> None:
@@ -390,12 +412,11 @@ class FIRE(PositionalEncoding):
         denom = torch.log(c * torch.maximum(self.threshold.float().clamp(min=1.0), i) + 1)
         return torch.log(c * rel + 1) / denom
 
-    def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
+    def compute_bias(self, ctx: PositionContext) -> Tensor:
         def mlp(u: Tensor) -> Tensor:  # (t, S) → (t, S, H)
-            return self.fc2(F.relu(self.fc1(u[..., None])))
+            return _linear32(F.relu(_linear32(u[..., None], self.fc1)), self.fc2)
 
-        return self.shared(("fire", id(q_pos), id(k_pos)),
-                           lambda: _rowwise(mlp, self.normalised(q_pos, k_pos), dim=0).permute(2, 0, 1))
+        return _rowwise(mlp, self.normalised(ctx.q_pos, ctx.k_pos), dim=0).permute(2, 0, 1)
 
 
 # ---------------------------------------------------------------------- DAPE, DAPE v2
@@ -412,6 +433,7 @@ class DAPE(PositionalEncoding):
     """
 
     id = "dape"
+    learnable = True
 
     def __init__(self, *, head_dim: int, num_heads: int, train_len: int, mlp_width: int = 32) -> None:
         super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len)
@@ -425,17 +447,16 @@ class DAPE(PositionalEncoding):
         nn.init.normal_(self.fc2.weight, std=0.02)
         nn.init.zeros_(self.fc2.bias)
 
-    def base_bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
-        self.base_pe._memo = self._memo  # share the forward's memo so the base bias is built once
-        return self.base_pe.bias(q_pos, k_pos)
+    def prepare(self, ctx: PositionContext) -> None:
+        self.base_pe.prepare(ctx.child_for())  # the base bias, built once per forward in a child context
 
-    def logits(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
+    def logits(self, q: Tensor, k: Tensor, ctx: PositionContext, layer: int = 0) -> Tensor:
         s = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, T, S)
-        b = self.base_bias(q_pos, k_pos).expand_as(s)
+        b = self.base_pe.bias(_child(ctx)).expand_as(s)
         feats = torch.cat((s, b), dim=1).permute(0, 2, 3, 1)  # (B, T, S, 2H)
 
         def mlp(x: Tensor) -> Tensor:
-            return self.fc2(F.leaky_relu(self.fc1(x)))
+            return _linear32(F.leaky_relu(_linear32(x, self.fc1)), self.fc2)
 
         return s + b + _rowwise(mlp, feats, dim=1).permute(0, 3, 1, 2)
 
@@ -454,40 +475,50 @@ class DAPEv2(PositionalEncoding):
     """
 
     id = "dape_v2"
+    learnable = True
 
     def __init__(self, *, head_dim: int, num_heads: int, train_len: int, kernel_size: int = 3) -> None:
         super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len)
         self._check("kernel_size", kernel_size, isinstance(kernel_size, int) and kernel_size >= 1
                     and kernel_size % 2 == 1, "a positive odd int")
         self.kernel_size = kernel_size
+        self.logits_halo = kernel_size - 1  # rows above a query chunk that the convolution reads
         self.base_pe = KerpleLog(head_dim=head_dim, num_heads=num_heads, train_len=train_len)
         self.conv = nn.Conv2d(2 * num_heads, num_heads, kernel_size)
         nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
 
-    def logits(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
+    def prepare(self, ctx: PositionContext) -> None:
+        self.base_pe.prepare(ctx.child_for())
+
+    def logits(self, q: Tensor, k: Tensor, ctx: PositionContext, layer: int = 0) -> Tensor:
         s = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, T, S)
-        self.base_pe._memo = self._memo
-        b = self.base_pe.bias(q_pos, k_pos).expand_as(s)
-        allowed = causal_mask(q_pos, k_pos)
-        feats = torch.cat((s, b), dim=1).masked_fill(~allowed, 0.0)  # no future content enters the conv
+        b = self.base_pe.bias(_child(ctx)).expand_as(s)
+        feats = torch.cat((s, b), dim=1).masked_fill(~ctx.causal_mask(), 0.0)  # no future content enters the conv
         kk = self.kernel_size
         feats = F.pad(feats, (kk // 2, kk // 2, kk - 1, 0))  # (left, right, top, bottom): causal in rows
-        return s + b + self.conv(feats)
+        w, bias = self.conv.weight.float(), self.conv.bias.float()
+        return s + b + F.conv2d(feats, w, bias)
 
 
 # ---------------------------------------------------------------------- CABLE, FoX (data-dependent decay)
 
 
-def _cumulative_decay(log_step: Tensor, t: int) -> Tensor:
+def _cumulative_decay(log_step: Tensor, ctx: PositionContext) -> Tensor:
     """D_ij = Σ_{l=j+1..i} log_step_l from per-key log steps (B, H, S) → (B, H, T, S), float32.
 
-    Queries are the last T keys (T = S in self-attention). Computed as c_i − c_j with c the cumulative sum, so
-    masked future entries hold c_i − c_j > 0 (finite).
+    Every query is one of the keys (self-attention): query i is the key at the same position. Computed as
+    c_i − c_j with c the cumulative sum, so masked future entries hold c_i − c_j > 0 (finite).
     """
     c = torch.cumsum(log_step.float(), dim=-1)  # (B, H, S)
-    cq = c[..., c.size(-1) - t:]
+    cq = c[..., torch.searchsorted(ctx.k_pos, ctx.q_pos)]  # (B, H, T)
     return cq[..., :, None] - c[..., None, :]
+
+
+def _child(ctx: PositionContext) -> PositionContext:
+    if ctx.child is None:
+        raise ValueError("the position context has no child context: build it with pe.context(...)")
+    return ctx.child
 
 
 @register
@@ -503,19 +534,20 @@ class CABLE(PositionalEncoding):
     """
 
     id = "cable"
+    learnable = True
 
     def __init__(self, *, head_dim: int, num_heads: int, train_len: int) -> None:
         super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len)
         self.weight = nn.Parameter(torch.randn(num_heads, head_dim) * 0.02)
         self.bias_ = nn.Parameter(torch.zeros(num_heads))
 
-    def decay(self, k: Tensor, t: int) -> Tensor:
+    def decay(self, k: Tensor, ctx: PositionContext) -> Tensor:
         z = torch.einsum("bhsd,hd->bhs", k.float(), self.weight.float()) + self.bias_.float()[:, None]
-        return _cumulative_decay(-F.softplus(z), t)
+        return _cumulative_decay(-F.softplus(z), ctx)
 
-    def logits(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
+    def logits(self, q: Tensor, k: Tensor, ctx: PositionContext, layer: int = 0) -> Tensor:
         att = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.size(-1))
-        return att + self.decay(k, q.size(-2))
+        return att + self.decay(k, ctx)
 
 
 @register
@@ -531,6 +563,7 @@ class FoX(PositionalEncoding):
     """
 
     id = "fox"
+    learnable = True
 
     def __init__(self, *, head_dim: int, num_heads: int, train_len: int, gate_bias_init: float = 0.0) -> None:
         super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len)
@@ -544,6 +577,6 @@ class FoX(PositionalEncoding):
         z = torch.einsum("bhsd,hd->bhs", k.float(), self.weight.float()) + self.bias_.float()[:, None]
         return F.logsigmoid(z)
 
-    def logits(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
+    def logits(self, q: Tensor, k: Tensor, ctx: PositionContext, layer: int = 0) -> Tensor:
         att = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.size(-1))
-        return att + _cumulative_decay(self.log_forget(k), q.size(-2))
+        return att + _cumulative_decay(self.log_forget(k), ctx)

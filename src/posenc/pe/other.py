@@ -3,8 +3,10 @@
 Index-remapping methods (ReRoPE, Self-Extend, DCA) and the window methods (StreamingLLM, LM-Infinite) are
 applied zero-shot to a RoPE-trained model (``applies_to = "rope"``). Each computes a few RoPE score
 passes with different position indices and combines them with ``torch.where``; they override
-:meth:`~posenc.pe.base.PositionalEncoding.logits` (explicit attention path). Window masks return −inf
-outside the window but always keep the diagonal finite; the model applies the causal mask afterwards.
+:meth:`~posenc.pe.base.PositionalEncoding.logits` (explicit attention path). Their derived position indices,
+the cos/sin at those indices and the branch masks are built once per forward by ``prepare``. Window masks
+return −inf outside the window but always keep the diagonal finite; the model applies the causal mask
+afterwards.
 
 Conventions: rel = i − j (query minus key), logits ``q·kᵀ/√d``; RoPE is the consecutive-pair rotation of
 :mod:`posenc.pe.rotary`, angles in float32. Positions are the model's float positions (``arange`` at
@@ -14,13 +16,12 @@ evaluation); index arithmetic (floor, mod) assumes integer-valued positions.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from posenc.pe.base import PositionalEncoding, register
-from posenc.pe.rotary import RoPE, rotate_pairs
+from posenc.pe.base import PositionalEncoding, PositionContext, register
+from posenc.pe.rope import RoPE, rope_angles, rotate_pairs
 from posenc.pe.sampling import InnerPE
 
 __all__ = ["ReRoPE", "SelfExtend", "DualChunkAttention", "StreamingLLM", "LMInfinite", "SSMax", "DroPE", "IRoPE"]
@@ -32,27 +33,32 @@ def _scores(q: Tensor, k: Tensor) -> Tensor:
 
 
 class _RemappedRoPE(RoPE):
-    """RoPE plus helpers to rotate by derived position indices (memoised per forward)."""
+    """RoPE plus helpers to rotate by derived position indices, prepared once per forward."""
 
     applies_to = "rope"
     relative = False  # the remapped indices depend on absolute positions (chunks, groups, sinks, log scale)
 
-    def _derived(self, name: str, q_pos: Tensor, k_pos: Tensor, fn: Callable[[], Tensor]) -> Tensor:
-        # Derived index tensors live in the forward's memo, so their id() stays unique while cos/sin
-        # memoised under that id are in use.
-        return self.shared((name, id(q_pos), id(k_pos)), fn)
+    def put_rotation(self, ctx: PositionContext, name: str, pos: Tensor, side: str) -> None:
+        """cos/sin at derived positions ``pos`` of the queries (``side="q"``, (T,)) or keys (``"k"``, (S,))."""
+        ang = rope_angles(pos, ctx.get("inv_freq"))
+        a = ctx.get("attention_factor")
+        dims = {"q_dim": 0} if side == "q" else {"k_dim": 0}
+        ctx.put(name + "_cos", ang.cos() * a, **dims)
+        ctx.put(name + "_sin", ang.sin() * a, **dims)
 
-    def _rot(self, x: Tensor, pos: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
-        seq_len = self.shared(("len", id(q_pos), id(k_pos)), lambda: self.current_length(q_pos, k_pos))
-        cos, sin = self.cos_sin(pos, seq_len)
-        return rotate_pairs(x, cos, sin)
+    def put_map(self, ctx: PositionContext, name: str, value: Tensor) -> None:
+        """A (T, S) map over query/key pairs."""
+        ctx.put(name, value, q_dim=-2, k_dim=-1)
 
-    def _rel(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
-        return self._derived("rel", q_pos, k_pos, lambda: q_pos[:, None] - k_pos[None, :])
+    def rot(self, x: Tensor, ctx: PositionContext, name: str) -> Tensor:
+        return rotate_pairs(x, ctx.get(name + "_cos"), ctx.get(name + "_sin"))
 
-    def _plain(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Plain RoPE scores and the rotated key (reused by branches that keep the key's own position)."""
-        qr, kr = RoPE.rotate(self, q, k, q_pos, k_pos)
+    def rel(self, ctx: PositionContext) -> Tensor:
+        return ctx.q_pos[:, None] - ctx.k_pos[None, :]
+
+    def plain(self, q: Tensor, k: Tensor, ctx: PositionContext) -> tuple[Tensor, Tensor, Tensor]:
+        """Plain RoPE scores and the rotated query and key (reused by branches that keep a position)."""
+        qr, kr = RoPE.rotate(self, q, k, ctx)
         return _scores(qr, kr), qr, kr
 
 
@@ -94,20 +100,26 @@ class ReRoPE(_RemappedRoPE):
             return torch.ones_like(q_pos, dtype=torch.float32)
         return (torch.log(q_pos.float() + 1) / math.log(self.train_len)).clamp(min=1.0)
 
-    def logits(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
-        scale = self._derived("rerope_qscale", q_pos, k_pos, lambda: self.query_scale(q_pos))
-        q = (q.float() * scale[:, None]).to(q.dtype)
-        inside, _, _ = self._plain(q, k, q_pos, k_pos)
+    def prepare(self, ctx: PositionContext) -> None:
+        super().prepare(ctx)
         w = float(self.window)
+        ctx.put("rerope_qscale", self.query_scale(ctx.q_pos)[:, None], q_dim=0)
         if self.leaky_k is None:
-            qw = self._derived("rerope_qw", q_pos, k_pos, lambda: torch.full_like(q_pos, w))
-            outside = _scores(self._rot(q, qw, q_pos, k_pos), k)
+            self.put_rotation(ctx, "rerope_q", torch.full_like(ctx.q_pos, w), "q")
         else:
             kk = float(self.leaky_k)
-            qp = self._derived("rerope_q", q_pos, k_pos, lambda: (q_pos + w * (kk - 1)) / kk)
-            kp = self._derived("rerope_k", q_pos, k_pos, lambda: k_pos / kk)
-            outside = _scores(self._rot(q, qp, q_pos, k_pos), self._rot(k, kp, q_pos, k_pos))
-        return torch.where(self._rel(q_pos, k_pos) < w, inside, outside)
+            self.put_rotation(ctx, "rerope_q", (ctx.q_pos + w * (kk - 1)) / kk, "q")
+            self.put_rotation(ctx, "rerope_k", ctx.k_pos / kk, "k")
+        self.put_map(ctx, "rerope_near", self.rel(ctx) < w)
+
+    def logits(self, q: Tensor, k: Tensor, ctx: PositionContext, layer: int = 0) -> Tensor:
+        q = (q.float() * ctx.get("rerope_qscale")).to(q.dtype)
+        inside, _, _ = self.plain(q, k, ctx)
+        if self.leaky_k is None:
+            outside = _scores(self.rot(q, ctx, "rerope_q"), k)
+        else:
+            outside = _scores(self.rot(q, ctx, "rerope_q"), self.rot(k, ctx, "rerope_k"))
+        return torch.where(ctx.get("rerope_near"), inside, outside)
 
 
 @register
@@ -138,13 +150,17 @@ class SelfExtend(_RemappedRoPE):
                     f"an int in [1, train_len={train_len})")
         self.group_size, self.neighbor_window = group_size, neighbor_window
 
-    def logits(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
+    def prepare(self, ctx: PositionContext) -> None:
+        super().prepare(ctx)
         g, w = float(self.group_size), float(self.neighbor_window)
-        neighbour, _, _ = self._plain(q, k, q_pos, k_pos)
-        gq = self._derived("se_q", q_pos, k_pos, lambda: torch.floor(q_pos / g) + w - w / g)
-        gk = self._derived("se_k", q_pos, k_pos, lambda: torch.floor(k_pos / g))
-        grouped = _scores(self._rot(q, gq, q_pos, k_pos), self._rot(k, gk, q_pos, k_pos))
-        return torch.where(self._rel(q_pos, k_pos) < w, neighbour, grouped)
+        self.put_rotation(ctx, "se_q", torch.floor(ctx.q_pos / g) + w - w / g, "q")
+        self.put_rotation(ctx, "se_k", torch.floor(ctx.k_pos / g), "k")
+        self.put_map(ctx, "se_near", self.rel(ctx) < w)
+
+    def logits(self, q: Tensor, k: Tensor, ctx: PositionContext, layer: int = 0) -> Tensor:
+        neighbour, _, _ = self.plain(q, k, ctx)
+        grouped = _scores(self.rot(q, ctx, "se_q"), self.rot(k, ctx, "se_k"))
+        return torch.where(ctx.get("se_near"), neighbour, grouped)
 
 
 @register
@@ -197,13 +213,21 @@ class DualChunkAttention(_RemappedRoPE):
             "prev": (cq[:, None] - ck[None, :]) == 1,
         }
 
-    def logits(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
-        ix = self.shared(("dca_idx", id(q_pos), id(k_pos)), lambda: self.indices(q_pos, k_pos))
-        kr = self._rot(k, ix["key"], q_pos, k_pos)
-        intra = _scores(self._rot(q, ix["intra"], q_pos, k_pos), kr)
-        succ = _scores(self._rot(q, ix["succ"], q_pos, k_pos), kr)
-        inter = _scores(self._rot(q, ix["inter"], q_pos, k_pos), kr)
-        return torch.where(ix["same"], intra, torch.where(ix["prev"], succ, inter))
+    def prepare(self, ctx: PositionContext) -> None:
+        super().prepare(ctx)
+        ix = self.indices(ctx.q_pos, ctx.k_pos)
+        self.put_rotation(ctx, "dca_key", ix["key"], "k")
+        for name in ("intra", "succ", "inter"):
+            self.put_rotation(ctx, "dca_" + name, ix[name], "q")
+        self.put_map(ctx, "dca_same", ix["same"])
+        self.put_map(ctx, "dca_prev", ix["prev"])
+
+    def logits(self, q: Tensor, k: Tensor, ctx: PositionContext, layer: int = 0) -> Tensor:
+        kr = self.rot(k, ctx, "dca_key")
+        intra = _scores(self.rot(q, ctx, "dca_intra"), kr)
+        succ = _scores(self.rot(q, ctx, "dca_succ"), kr)
+        inter = _scores(self.rot(q, ctx, "dca_inter"), kr)
+        return torch.where(ctx.get("dca_same"), intra, torch.where(ctx.get("dca_prev"), succ, inter))
 
 
 # ---------------------------------------------------------------------- windows and sinks
@@ -240,16 +264,19 @@ class StreamingLLM(_RemappedRoPE):
 
     def visible(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         """(T, S) bool: key j is a sink or among the ``window`` most recent tokens of query i."""
-        return (self._rel(q_pos, k_pos) < self.window) | (k_pos < self.num_sinks)[None, :]
+        return (q_pos[:, None] - k_pos[None, :] < self.window) | (k_pos < self.num_sinks)[None, :]
 
-    def logits(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
-        recent, _, kr = self._plain(q, k, q_pos, k_pos)
+    def prepare(self, ctx: PositionContext) -> None:
+        super().prepare(ctx)
         cache = float(self.num_sinks + self.window)
-        slot = self._derived("sl_slot", q_pos, k_pos, lambda: q_pos.clamp(max=cache - 1))
-        sink = _scores(self._rot(q, slot, q_pos, k_pos), kr)
-        is_sink = self._derived("sl_sink", q_pos, k_pos, lambda: (k_pos < self.num_sinks)[None, :])
-        vis = self._derived("sl_vis", q_pos, k_pos, lambda: self.visible(q_pos, k_pos))
-        return torch.where(is_sink, sink, recent).masked_fill(~vis, float("-inf"))
+        self.put_rotation(ctx, "sl_slot", ctx.q_pos.clamp(max=cache - 1), "q")
+        ctx.put("sl_sink", (ctx.k_pos < self.num_sinks)[None, :], k_dim=-1)
+        self.put_map(ctx, "sl_vis", self.visible(ctx.q_pos, ctx.k_pos))
+
+    def logits(self, q: Tensor, k: Tensor, ctx: PositionContext, layer: int = 0) -> Tensor:
+        recent, _, kr = self.plain(q, k, ctx)
+        sink = _scores(self.rot(q, ctx, "sl_slot"), kr)
+        return torch.where(ctx.get("sl_sink"), sink, recent).masked_fill(~ctx.get("sl_vis"), float("-inf"))
 
 
 @register
@@ -283,15 +310,19 @@ class LMInfinite(_RemappedRoPE):
 
     def visible(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         """(T, S) bool: the Λ-shaped mask (global starting tokens plus the local window)."""
-        return (self._rel(q_pos, k_pos) < self.n_local) | (k_pos < self.n_global)[None, :]
+        return (q_pos[:, None] - k_pos[None, :] < self.n_local) | (k_pos < self.n_global)[None, :]
 
-    def logits(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor:
-        local, _, _ = self._plain(q, k, q_pos, k_pos)
-        d = self._derived("lmi_d", q_pos, k_pos, lambda: torch.full_like(q_pos, float(self.limit_distance)))
-        capped = _scores(self._rot(q, d, q_pos, k_pos), k)
-        vis = self._derived("lmi_vis", q_pos, k_pos, lambda: self.visible(q_pos, k_pos))
-        out = torch.where(self._rel(q_pos, k_pos) < self.n_local, local, capped)
-        return out.masked_fill(~vis, float("-inf"))
+    def prepare(self, ctx: PositionContext) -> None:
+        super().prepare(ctx)
+        self.put_rotation(ctx, "lmi_d", torch.full_like(ctx.q_pos, float(self.limit_distance)), "q")
+        self.put_map(ctx, "lmi_near", self.rel(ctx) < self.n_local)
+        self.put_map(ctx, "lmi_vis", self.visible(ctx.q_pos, ctx.k_pos))
+
+    def logits(self, q: Tensor, k: Tensor, ctx: PositionContext, layer: int = 0) -> Tensor:
+        local, _, _ = self.plain(q, k, ctx)
+        capped = _scores(self.rot(q, ctx, "lmi_d"), k)
+        out = torch.where(ctx.get("lmi_near"), local, capped)
+        return out.masked_fill(~ctx.get("lmi_vis"), float("-inf"))
 
 
 # ---------------------------------------------------------------------- logit temperatures, NoPE hybrids
@@ -311,6 +342,7 @@ class SSMax(InnerPE):
     """
 
     id = "ssmax"
+    learnable = True
 
     def __init__(self, *, head_dim: int, num_heads: int, train_len: int, inner: str = "rope",
                  s_init: float | None = None, num_layers: int = 1,
@@ -322,29 +354,33 @@ class SSMax(InnerPE):
         self._init_inner(inner, inner_kwargs)
         self.num_layers = num_layers
         self.s = nn.Parameter(torch.full((num_layers, num_heads), float(s_init)))
-        self.bias_per_layer = self.inner.bias_per_layer or num_layers > 1  # type: ignore[misc]
+        self.bias_per_layer = self.inner.bias_per_layer or num_layers > 1
+        self.static_bias = False  # the bias is scaled by the learned s
 
     def log_n(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         """log n_i (T,), n_i = number of keys with k_pos ≤ q_pos[i] (at least 1)."""
         n = (k_pos[None, :] <= q_pos[:, None]).sum(-1).clamp(min=1)
         return n.float().log()
 
-    def factor(self, q_pos: Tensor, k_pos: Tensor, layer: int = 0) -> Tensor:
+    def prepare(self, ctx: PositionContext) -> None:
+        super().prepare(ctx)  # the inner PE's tensors, in the child context
+        ctx.put("ssmax_logn", self.log_n(ctx.q_pos, ctx.k_pos), q_dim=0)
+
+    def factor(self, ctx: PositionContext, layer: int = 0) -> Tensor:
         """s_h·log n_i, float32 (H, T)."""
         if self.num_layers > 1 and not 0 <= layer < self.num_layers:
             raise ValueError(f"{self.id}: layer {layer} >= hyperparameter 'num_layers' ({self.num_layers})")
-        logn = self.shared(("ssmax_logn", id(q_pos), id(k_pos)), lambda: self.log_n(q_pos, k_pos))
         s = self.s[layer if self.num_layers > 1 else 0]
-        return s[:, None] * logn[None, :]
+        return s.float()[:, None] * ctx.get("ssmax_logn")[None, :]
 
-    def rotate(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> tuple[Tensor, Tensor]:
-        q, k = self.inner.rotate(q, k, q_pos, k_pos, layer=layer)
-        f = self.factor(q_pos, k_pos, layer)  # (H, T)
+    def rotate(self, q: Tensor, k: Tensor, ctx: PositionContext, layer: int = 0) -> tuple[Tensor, Tensor]:
+        q, k = self.inner.rotate(q, k, self.inner_context(ctx), layer)
+        f = self.factor(ctx, layer)  # (H, T)
         return (q.float() * f[:, :, None]).to(q.dtype), k
 
-    def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor | None:
-        b = self.inner.bias(q_pos, k_pos, layer=layer)
-        return None if b is None else b * self.factor(q_pos, k_pos, layer)[:, :, None].to(b.dtype)
+    def bias(self, ctx: PositionContext, layer: int = 0) -> Tensor | None:
+        b = self.inner.bias(self.inner_context(ctx), layer)
+        return None if b is None else b * self.factor(ctx, layer)[:, :, None].to(b.dtype)
 
 
 @register
@@ -374,14 +410,12 @@ class DroPE(PositionalEncoding):
         """1 + c·ln(max(1, length/L))."""
         return 1.0 + self.temperature_c * math.log(max(1.0, length / self.train_len))
 
-    def rotate(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> tuple[Tensor, Tensor]:
-        if self.temperature_c == 0.0 or k_pos.numel() == 0:
-            return q, k
+    def prepare(self, ctx: PositionContext) -> None:
+        if self.temperature_c != 0.0 and ctx.k_pos.numel():
+            ctx.put("drope_t", self.temperature(ctx.length))
 
-        def length() -> int:
-            return int(torch.maximum(q_pos.max(), k_pos.max()).item()) + 1
-
-        t = self.temperature(self.shared(("drope_len", id(q_pos), id(k_pos)), length))
+    def rotate(self, q: Tensor, k: Tensor, ctx: PositionContext, layer: int = 0) -> tuple[Tensor, Tensor]:
+        t = ctx.get("drope_t") if "drope_t" in ctx else 1.0
         return (q * t, k) if t != 1.0 else (q, k)
 
 
@@ -405,6 +439,7 @@ class IRoPE(RoPE):
     id = "irope"
     relative = False  # the NoPE layers' temperature depends on the absolute query position
     bias_per_layer = True
+    static_bias = True  # the chunk mask depends on positions only
 
     def __init__(self, *, head_dim: int, num_heads: int, train_len: int, base: float = 10000.0,
                  nope_every: int = 4, temperature_tuning: bool = True, floor_scale: int | None = None,
@@ -430,22 +465,24 @@ class IRoPE(RoPE):
         """Llama 4's per-position query scale (T,), float32."""
         return torch.log(torch.floor((q_pos.float() + 1.0) / self.floor_scale) + 1.0) * self.attn_scale + 1.0
 
-    def rotate(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> tuple[Tensor, Tensor]:
+    def prepare(self, ctx: PositionContext) -> None:
+        super().prepare(ctx)
+        if self.temperature_tuning:
+            ctx.put("irope_temp", self.query_temperature(ctx.q_pos)[:, None], q_dim=0)
+        if self.attention_chunk is not None:
+            c = float(self.attention_chunk)
+            same = torch.floor(ctx.q_pos / c)[:, None] == torch.floor(ctx.k_pos / c)[None, :]
+            zero = torch.zeros(same.shape, dtype=torch.float32, device=ctx.device)
+            ctx.put("bias", zero.masked_fill(~same, float("-inf")).expand(self.num_heads, -1, -1), q_dim=-2, k_dim=-1)
+
+    def rotate(self, q: Tensor, k: Tensor, ctx: PositionContext, layer: int = 0) -> tuple[Tensor, Tensor]:
         if not self.is_nope(layer):
-            return super().rotate(q, k, q_pos, k_pos, layer=layer)
+            return super().rotate(q, k, ctx, layer)
         if not self.temperature_tuning:
             return q, k
-        t = self.shared(("irope_temp", id(q_pos)), lambda: self.query_temperature(q_pos))
-        return (q.float() * t[:, None]).to(q.dtype), k
+        return (q.float() * ctx.get("irope_temp")).to(q.dtype), k
 
-    def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor | None:
+    def bias(self, ctx: PositionContext, layer: int = 0) -> Tensor | None:
         if self.attention_chunk is None or self.is_nope(layer):
             return None
-
-        def chunk_mask() -> Tensor:
-            c = float(self.attention_chunk)  # type: ignore[arg-type]
-            same = torch.floor(q_pos / c)[:, None] == torch.floor(k_pos / c)[None, :]
-            zero = torch.zeros(same.shape, dtype=torch.float32, device=q_pos.device)
-            return zero.masked_fill(~same, float("-inf")).expand(self.num_heads, -1, -1)
-
-        return self.shared(("irope_chunk", id(q_pos), id(k_pos)), chunk_mask)
+        return ctx.get("bias")

@@ -2,8 +2,9 @@
 
 Both change only the *indices* a sequence is given during training; every other hook (``embed``,
 ``rotate``, ``bias``) is the one of an inner PE, built with the same ``head_dim``/``num_heads``/
-``train_len`` and registered as a submodule so its parameters train. The model builds the causal mask
-from the positions, so the sampled ids must be strictly increasing (they are).
+``train_len`` and registered as a submodule so its parameters train. The inner PE prepares its tensors in
+a child of the position context and its hooks receive that child. The model builds the causal mask from
+the positions, so the sampled ids must be strictly increasing (they are).
 
 Randomness comes from ``self.generator`` (a :class:`torch.Generator`, settable) or, when it is None,
 from torch's global generator, so ``torch.manual_seed`` makes a run reproducible.
@@ -11,14 +12,12 @@ from torch's global generator, so ``torch.manual_seed`` makes a run reproducible
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from posenc.pe.base import PositionalEncoding, available, build, register
+from posenc.pe.base import PositionalEncoding, PositionContext, available, build, register
 
 __all__ = ["InnerPE", "RandomizedPositions", "PoSE"]
 
@@ -45,22 +44,28 @@ class InnerPE(PositionalEncoding):
         self._check("inner", inner, not pe.overrides_logits(),
                     "a PE whose position enters through embed/rotate/bias (it overrides logits)")
         self.inner = pe  # a submodule: its parameters are trained with the model
-        self.bias_per_layer = bool(pe.bias_per_layer)  # type: ignore[misc]  # follows the inner PE
+        self.bias_per_layer = pe.bias_per_layer  # follows the inner PE
+        self.static_bias = pe.static_bias
         self.generator = None
 
-    @contextmanager
-    def scope(self, tokens: Tensor | None = None) -> Iterator[None]:
-        with super().scope(tokens), self.inner.scope(tokens):
-            yield
+    def prepare(self, ctx: PositionContext) -> None:
+        self.inner.prepare(ctx.child_for())
 
-    def embed(self, x: Tensor, pos: Tensor) -> Tensor:
-        return self.inner.embed(x, pos)
+    def inner_context(self, ctx: PositionContext) -> PositionContext:
+        """The child context the inner PE's tensors live in."""
+        if ctx.child is None:
+            raise ValueError(f"{self.id}: the position context has no child context for the inner PE; build it "
+                             "with pe.context(...)")
+        return ctx.child
 
-    def rotate(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> tuple[Tensor, Tensor]:
-        return self.inner.rotate(q, k, q_pos, k_pos, layer=layer)
+    def embed(self, x: Tensor, ctx: PositionContext) -> Tensor:
+        return self.inner.embed(x, self.inner_context(ctx))
 
-    def bias(self, q_pos: Tensor, k_pos: Tensor, *, layer: int = 0) -> Tensor | None:
-        return self.inner.bias(q_pos, k_pos, layer=layer)
+    def rotate(self, q: Tensor, k: Tensor, ctx: PositionContext, layer: int = 0) -> tuple[Tensor, Tensor]:
+        return self.inner.rotate(q, k, self.inner_context(ctx), layer)
+
+    def bias(self, ctx: PositionContext, layer: int = 0) -> Tensor | None:
+        return self.inner.bias(self.inner_context(ctx), layer)
 
     def _randint(self, low: int, high: int) -> int:
         """Uniform integer in [low, high] (inclusive), from ``self.generator`` or the global generator."""
@@ -112,9 +117,12 @@ class RandomizedPositions(InnerPE):
         return ids.sort().values.to(device=device, dtype=torch.float32)
 
     def positions(self, seq_len: int, *, training: bool = False, device: torch.device | str | None = None) -> Tensor:
-        if training or self.sample_at_eval:
+        if self.samples_positions(training):
             return self.sample(seq_len, device)
         return torch.arange(seq_len, dtype=torch.float32, device=device)
+
+    def samples_positions(self, training: bool) -> bool:
+        return training or self.sample_at_eval
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", max_len={self.max_len}, sample_at_eval={self.sample_at_eval}"
@@ -185,6 +193,9 @@ class PoSE(InnerPE):
         if training:
             return self.sample(seq_len, device)
         return torch.arange(seq_len, dtype=torch.float32, device=device)
+
+    def samples_positions(self, training: bool) -> bool:
+        return training
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", target_len={self.target_len}, num_chunks={self.num_chunks}"
