@@ -13,7 +13,7 @@ def _text(row: np.ndarray) -> str:
     return bytes(row.astype(np.uint8)).decode()
 
 
-@pytest.mark.parametrize("name", sorted(T.TASKS))
+@pytest.mark.parametrize("name", T.general_tasks())
 @pytest.mark.parametrize("length", [8, 64, 257])
 def test_shapes_and_the_one_target(name: str, length: int) -> None:
     task = T.TASKS[name]
@@ -71,3 +71,17 @@ def test_bad_lengths_and_names_are_named() -> None:
 
 def test_the_card_schema_knows_the_same_tasks() -> None:
     assert set(EXPECT_TASKS) == set(T.TASKS)
+
+
+def test_addition_sums_are_right_and_tests_use_the_longest_operands() -> None:
+    task = T.TASKS["addition"]
+    assert not task.general and "addition" not in T.general_tasks()
+    x, y = task.train_set(50, 40, seed=2)
+    for row, tgt in zip(x, y, strict=True):
+        answer = "".join(chr(v) for v in tgt if v != T.IGNORE)
+        text = _text(row).split()[-1] if " " in _text(row) else _text(row)
+        a, rest = text[text.index("+") - len(answer) + 1:].split("+")
+        b = rest.split("=")[0]
+        assert int(a[::-1]) + int(b[::-1]) == int(answer[::-1])
+    xe, ye = task.eval_set(64, 4)
+    assert ((ye != T.IGNORE).sum(axis=1) == 21).all()  # 20-digit operands, 21-digit sums

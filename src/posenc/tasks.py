@@ -11,6 +11,11 @@ exact match of the answer's argmax.
   as the filler grows.
 * ``latest``: two to four digits scattered in filler; the answer is the most recent one. Retrieval that
   needs order, not only content: a method must prefer the latest digit at distances it never saw.
+* ``addition`` (task-specific: trained only for the baselines and the methods designed for it, such as
+  position coupling and Abacus embeddings): ``a+b=c`` with every number written least-significant digit
+  first, as in McLeish et al. (2024) and Cho et al. (2024); training operands have 1 to n digits (the most
+  that fit the training window), a test at length l adds the longest operands that fit, and every digit of
+  the answer is a target (exact match of the whole sum).
 
 Why these two: at the cpu preset's scale (2 layers, d = 64, a few hundred steps) both are learned to
 100% at the training length by RoPE, while the usual harder forms are not learned at all in that budget
@@ -29,7 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["IGNORE", "EVAL_SEED", "Task", "TASKS", "get_task", "needle_examples", "latest_examples"]
+__all__ = ["IGNORE", "EVAL_SEED", "Task", "TASKS", "get_task", "needle_examples", "latest_examples",
+           "addition_examples", "general_tasks"]
 
 #: Target value ignored by ``torch.nn.functional.cross_entropy`` (its default ``ignore_index``).
 IGNORE = -100
@@ -91,6 +97,33 @@ def latest_examples(n: int, length: int, rng: np.random.Generator) -> tuple[np.n
     return _finish(seq, answers)
 
 
+def addition_examples(n: int, length: int, rng: np.random.Generator, *, longest: bool = False
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` sequences ``filler a+b=c`` of ``length`` tokens, numbers least-significant digit first.
+
+    Operands have ``k`` digits each (uniform in 1..m, or m when ``longest``; m = the most that fit: the text
+    takes 3k + 3 tokens with the answer's k + 1 digits); the k + 1 answer digits are the targets.
+    """
+    total = length + 1
+    m = (total - 3) // 3
+    if m < 1:
+        raise ValueError(f"addition: 'length' must be at least 6 tokens, got {length}")
+    seq = _frame(n, length, rng)
+    y = np.full((n, length), IGNORE, dtype=np.int64)
+    sizes = np.full(n, m) if longest else rng.integers(1, m + 1, size=n)
+    for i, k in enumerate(sizes):
+        a, b = rng.integers(0, 10, size=k), rng.integers(0, 10, size=k)
+        s, carry = np.empty(k + 1, dtype=np.int64), 0
+        for j in range(k):  # least significant first
+            t = int(a[j]) + int(b[j]) + carry
+            s[j], carry = t % 10, t // 10
+        s[k] = carry
+        text = np.concatenate([a + _ZERO, [ord("+")], b + _ZERO, [ord("=")], s + _ZERO])
+        seq[i, total - text.size:] = text
+        y[i, length - (k + 1):] = s + _ZERO
+    return np.ascontiguousarray(seq[:, :-1]), y
+
+
 @dataclass(frozen=True)
 class Task:
     """A task: its name, what it tests, and its generators."""
@@ -99,6 +132,8 @@ class Task:
     description: str
     make: Callable[[int, int, np.random.Generator, bool], tuple[np.ndarray, np.ndarray]]
     min_length: int
+    #: True: trained for every method; False: only for the baselines and the methods designed for it.
+    general: bool = True
 
     def train_set(self, n: int, length: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` training examples of ``length`` tokens for training seed ``seed``."""
@@ -119,10 +154,21 @@ def _latest(n: int, length: int, rng: np.random.Generator, evaluation: bool) -> 
     return latest_examples(n, length, rng)
 
 
+def _addition(n: int, length: int, rng: np.random.Generator, evaluation: bool) -> tuple[np.ndarray, np.ndarray]:
+    return addition_examples(n, length, rng, longest=evaluation)
+
+
 TASKS: dict[str, Task] = {
     "needle": Task("needle", "retrieve the one digit hidden at a random depth of filler", _needle, 3),
     "latest": Task("latest", "answer the most recent of 2-4 digits scattered in filler", _latest, 5),
+    "addition": Task("addition", "add two numbers written least-significant digit first (exact sum)", _addition,
+                     6, general=False),
 }
+
+
+def general_tasks() -> list[str]:
+    """The tasks trained for every method."""
+    return [name for name, t in TASKS.items() if t.general]
 
 
 def get_task(name: str) -> Task:

@@ -266,7 +266,7 @@ EXPECT_OPS = ("<", "<=", ">", ">=")
 #: The experiment variant whose curves judge a claim; null means the method's primary variant.
 EXPECT_VARIANTS = ("zero_shot", "finetuned", "scratch")
 #: The synthetic tasks (``posenc.tasks.TASKS``; a test keeps the two equal without importing it here).
-EXPECT_TASKS = ("needle", "latest")
+EXPECT_TASKS = ("needle", "latest", "addition")
 #: A comparator that names no card: the base model given the same treatment (its own zero-shot weights for a
 #: zero-shot method, the same fine-tune for a fine-tuned one).
 CONTROL = "control"

@@ -27,7 +27,7 @@ from posenc.experiment.results import Result  # noqa: E402
 from posenc.experiment.spec import BASELINES  # noqa: E402
 
 __all__ = ["FAMILIES", "family_of", "style", "band", "method_figure", "leaderboard_figure", "plot_loss",
-           "RATIO_CLIP"]
+           "positional_signal", "attention_map", "RATIO_CLIP"]
 
 #: Panels of the family figure: (title, category prefixes).
 FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -209,3 +209,90 @@ def plot_loss(results: Sequence[Result], ax: Any = None) -> Any:
     ax.set(xlabel="step", ylabel="cross-entropy (nats/byte)", title="training loss (black: fine-tune)")
     ax.legend(fontsize=8)
     return ax
+
+
+def positional_signal(spec: Any, model: Any, ax: Any = None) -> Any:
+    """What the method puts into attention, drawn from the measured model's own PE:
+
+    the logit bias against distance (bias methods), the rotation wavelengths against RoPE's (the rotary
+    family), sampled training positions (position samplers), or else the model's layer-0 attention on
+    validation text (methods whose position enters through content or the embedding).
+    """
+    import numpy as np
+    import torch
+
+    from posenc import data as D
+    from posenc.pe.base import build as pe_build
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 3.8))
+    pe, p = model.pe, spec.preset
+    T = min(4 * p.train_len, 512)
+    dev = next(model.parameters()).device
+    span, start = D.eval_span(D.load_corpus().valid, p.eval_bytes, p.max_len)
+    text = torch.from_numpy(span[start:start + T].astype(np.int64)).to(dev)[None]  # token-dependent biases
+    pos = torch.arange(T, dtype=torch.float32, device=dev)
+    with torch.no_grad():
+        b = None if pe.overrides_logits() else pe.bias(pe.context(pos, tokens=text), 0)
+        if b is not None:
+            b = b[0] if b.dim() == 4 else b
+            for h in range(b.shape[0]):
+                ax.plot(np.arange(T), b[h, T - 1, :].flip(0).float().cpu().numpy(), lw=1, label=f"head {h}")
+            ax.axvline(p.train_len, color="k", ls=":", lw=1, label="train length")
+            ax.set(xlabel="distance i − j", ylabel="logit bias", title=f"{spec.method}: bias against distance")
+            ax.legend(fontsize=7, ncol=2)
+            return ax
+        if hasattr(pe, "inv_freq"):
+            length = p.train_len * p.finetune_factor
+            inv = pe.inv_freq(length).float().cpu().numpy()
+            wl = np.full(inv.shape, np.nan)
+            np.divide(2 * np.pi, inv, out=wl, where=inv > 0)  # zero frequencies do not rotate: no wavelength
+            ax.plot(wl, marker=".", label=spec.method, color=style(spec.method)["color"])
+            if spec.method != "rope":
+                ref = pe_build("rope", head_dim=pe.head_dim, num_heads=pe.num_heads, train_len=p.train_len)
+                ax.plot(2 * np.pi / ref.inv_freq(length).float().cpu().numpy(), ls="--", color=style("rope")["color"],
+                        label="rope")
+            ax.axhline(p.train_len, color="k", ls=":", lw=1, label="train length")
+            ax.set(yscale="log", xlabel="frequency pair i", ylabel="wavelength 2π/θ_i (tokens)",
+                   title=f"{spec.method}: rotation wavelengths at {length} tokens")
+            ax.legend(fontsize=8)
+            return ax
+        if pe.samples_positions(True):
+            gen = torch.Generator().manual_seed(0)
+            state = torch.random.get_rng_state()
+            torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
+            for i in range(4):
+                d = pe.positions(p.train_len, training=True).cpu().numpy()
+                ax.plot(d, marker=".", ms=2, lw=0.8, label=f"draw {i}")
+            torch.random.set_rng_state(state)
+            ax.plot(np.arange(p.train_len), color="k", ls=":", label="arange")
+            ax.set(xlabel="token index", ylabel="position", title=f"{spec.method}: sampled training positions")
+            ax.legend(fontsize=8)
+            return ax
+        length = 2 * p.train_len
+        x = torch.from_numpy(span[start:start + 4 * length].astype(np.int64)).view(4, length).to(pos.device)
+        att = attention_map(model, x)
+    from matplotlib.colors import LogNorm
+
+    im = ax.imshow(np.clip(att, 1e-4, 1.0), cmap="viridis", aspect="auto", norm=LogNorm(vmin=1e-4, vmax=1.0))
+    ax.axvline(p.train_len, color="w", ls=":", lw=1)
+    ax.set(xlabel="key position", ylabel="query position",
+           title=f"{spec.method}: layer-0 attention (mean over heads and 4 windows)")
+    plt.colorbar(im, ax=ax)
+    return ax
+
+
+def attention_map(model: Any, x: Any) -> Any:
+    """Layer-0 attention probabilities (T, T) of ``model`` on tokens ``x`` (B, T), averaged over B and heads."""
+    import torch
+
+    blk = model.blocks[0]
+    with torch.no_grad():
+        ctx = model.context(x)
+        h = blk.ln1(model.pe.embed(model.wte(x) * model.cfg.token_scale, ctx))
+        B, T, Cn = h.shape
+        H = model.cfg.n_head
+        q, k, _ = blk.attn.qkv(h).split(Cn, dim=2)
+        q, k = (t.view(B, T, H, Cn // H).transpose(1, 2) for t in (q, k))
+        att = model.pe.logits(q, k, ctx, 0).float().masked_fill(~ctx.causal_mask(), float("-inf"))
+    return att.softmax(-1).mean(dim=(0, 1)).cpu().numpy()

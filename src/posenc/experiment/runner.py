@@ -47,7 +47,7 @@ from posenc.model import Transformer
 from posenc.pe import base as pe_base
 
 __all__ = ["Trained", "run_seed", "train_lm", "finetune", "train_task", "load_model", "primary_variant",
-           "comparison_ids", "ensure_results",
+           "comparison_ids", "ensure_results", "tasks_for",
            "is_base_model"]
 
 Progress = Callable[[str], None] | None
@@ -72,6 +72,13 @@ def primary_variant(spec: RunSpec) -> str:
 
     needs = load_card(spec.method).get("needs") if card_path(spec.method).exists() else None
     return "zero_shot" if needs == "none" else "finetuned"
+
+
+def tasks_for(method: str) -> list[str]:
+    """The tasks trained for ``method``: the general ones, plus a task-specific one for the baselines and for
+    the methods designed for it (e.g. addition for position coupling)."""
+    designed = pe_base.spec(method).designed_for
+    return [name for name, t in T.TASKS.items() if t.general or method in BASELINES or designed == name]
 
 
 def is_base_model(method: str) -> bool:
@@ -269,7 +276,7 @@ def run_seed(spec: RunSpec, *, results_dir: str | Path | None = None, force: boo
         torch.cuda.reset_peak_memory_stats(dev)
     say = progress or (lambda _msg: None)
     primary = primary_variant(spec)
-    tasks = T.TASKS if spec.seed in p.task_seeds else {}
+    tasks = {name: T.TASKS[name] for name in tasks_for(spec.method)} if spec.seed in p.task_seeds else {}
     train: dict[str, Any] = {}
     task_out: dict[str, dict[str, Any]] = {}
     stream = torch.from_numpy(corpus.train).to(dev)
