@@ -13,6 +13,7 @@ from posenc.experiment import claims as C
 from posenc.experiment.presets import get_preset
 from posenc.experiment.results import Result
 from posenc.experiment.stats import Interval
+
 from .conftest import make_result
 
 P = get_preset("cpu")
