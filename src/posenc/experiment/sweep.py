@@ -168,7 +168,10 @@ def execute_job(job: Job, template: Path, *, force: bool = False, kernel: str | 
 
     job.notebook.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    from posenc.experiment.runner import git_commit
+
     params = {"method": job.spec.method, "preset": job.spec.preset.name, "seeds": list(job.seeds),
+              "posenc_commit": git_commit(),
               "device": job.spec.device, "hparams": dict(job.spec.user_hparams),
               "overrides": dict(job.spec.overrides), "force": force,
               "results_dir": None if job.results_dir is None else str(job.results_dir)}
