@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ __all__ = [
     "find_root",
     "is_checkout",
     "relative",
+    "git_commit",
     "results_dir",
     "cache_dir",
     "checkpoint_dir",
@@ -122,6 +124,15 @@ def relative(path: str | os.PathLike[str], root: Path | None = None) -> str:
         return p.resolve().relative_to(base).as_posix()
     except ValueError:
         return p.as_posix()
+
+
+def git_commit() -> str:
+    """The checkout's ``HEAD`` commit, recorded with every result; "unknown" outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=find_root(), capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    except (OSError, subprocess.SubprocessError, RootError):
+        return "unknown"
 
 
 # ---------------------------------------------------------------------------------------------- folders

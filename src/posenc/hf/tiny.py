@@ -1,0 +1,70 @@
+"""Tiny random-weight models of every supported architecture, built from configs (nothing is downloaded).
+
+Used by the tests and the worked example: hidden size 64, 2 layers, 4 query heads sharing 2 key-value heads
+(grouped-query attention) of size 16 (set explicitly: some rope types read ``config.head_dim``), a short
+original context (``max_position_embeddings`` = 64 by default), and a byte-level tokenizer (transformers'
+``ByT5Tokenizer``: one token per UTF-8 byte, offset by 3 special tokens), so ``save_tiny_model`` writes a
+directory that ``posenc eval-hf`` can read like any checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from posenc.hf.support import ARCHITECTURES, UnsupportedError
+
+__all__ = ["TINY", "tiny_config", "tiny_model", "tiny_tokenizer", "save_tiny_model"]
+
+#: Shared sizes of the tiny models.
+TINY: dict[str, Any] = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                        "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 64, "vocab_size": 259,
+                        "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": None, "tie_word_embeddings": False}
+#: Per-architecture settings that keep a tiny model tiny (few experts).
+_EXTRA: dict[str, dict[str, Any]] = {
+    "mixtral": {"num_local_experts": 2, "num_experts_per_tok": 1},
+    "qwen2_moe": {"num_experts": 2, "num_experts_per_tok": 1, "moe_intermediate_size": 32,
+                  "shared_expert_intermediate_size": 32},
+    "qwen3_moe": {"num_experts": 2, "num_experts_per_tok": 1, "moe_intermediate_size": 32},
+}
+
+
+def tiny_config(model_type: str = "llama", **overrides: Any) -> Any:
+    """A transformers config of ``model_type`` (one of :data:`~posenc.hf.support.ARCHITECTURES`) with the tiny
+    sizes; ``overrides`` replace any field (e.g. ``rope_parameters``, ``initializer_range``)."""
+    from transformers import AutoConfig  # lazy: transformers is an optional dependency
+
+    if model_type not in ARCHITECTURES:
+        raise UnsupportedError(f"tiny_config: model_type {model_type!r} is not supported; supported: "
+                               f"{', '.join(ARCHITECTURES)}")
+    return AutoConfig.for_model(model_type, **{**TINY, **_EXTRA.get(model_type, {}), **overrides})
+
+
+def tiny_model(model_type: str = "llama", *, seed: int = 0, **overrides: Any) -> nn.Module:
+    """A random-weight ``*ForCausalLM`` (float32, eval mode) of the tiny config, initialised from ``seed``."""
+    from transformers import AutoModelForCausalLM  # lazy: transformers is an optional dependency
+
+    config = tiny_config(model_type, **overrides)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return model.eval()
+
+
+def tiny_tokenizer() -> Any:
+    """The byte-level tokenizer of the tiny models (259 ids: pad 0, eos 1, unk 2, then bytes 0..255)."""
+    from transformers import ByT5Tokenizer  # lazy: transformers is an optional dependency
+
+    return ByT5Tokenizer(extra_ids=0)
+
+
+def save_tiny_model(path: str | Path, model_type: str = "llama", *, seed: int = 0, **overrides: Any) -> Path:
+    """Write a tiny random model and its tokenizer to ``path`` (``save_pretrained``); returns the path."""
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    tiny_model(model_type, seed=seed, **overrides).save_pretrained(out)
+    tiny_tokenizer().save_pretrained(out)
+    return out
