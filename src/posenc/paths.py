@@ -40,7 +40,6 @@ __all__ = [
     "find_root",
     "is_checkout",
     "relative",
-    "git_commit",
     "results_dir",
     "cache_dir",
     "checkpoint_dir",
@@ -48,6 +47,7 @@ __all__ = [
     "read_yaml",
     "parse_yaml",
     "dump_yaml",
+    "git_commit",
 ]
 
 ROOT_ENV = "POSENC_ROOT"

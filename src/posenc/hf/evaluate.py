@@ -43,11 +43,11 @@ from posenc.experiment.presets import resolve_device
 from posenc.experiment.results import read_json, write_json_atomic
 from posenc.hf import passkey as PK
 from posenc.hf.rotary import PosencRotaryEmbedding, apply, config_dims, rotary_owner
-from posenc.hf.support import supported_methods
+from posenc.hf.support import check_supported, supported_methods
 from posenc.pe import spec
 
 __all__ = ["PROTOCOL", "DEFAULT_DEPTHS", "EvalSpec", "load", "corpus_tokens", "score_windows", "token_nll",
-           "memory_estimate", "run_eval", "figure", "default_out"]
+           "lm_point", "passkey_correct", "passkey_cells", "memory_estimate", "run_eval", "figure", "default_out"]
 
 PROTOCOL = 1
 DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -183,26 +183,61 @@ def token_nll(model: nn.Module, ids: Tensor) -> Tensor:
     return torch.cat(out)
 
 
+def lm_point(model: nn.Module, stream: Tensor, windows: list[tuple[int, int]], length: int, *, train_len: int,
+             tick: Callable[[int], Any] = lambda n: None) -> dict[str, Any]:
+    """Mean NLL and perplexity at ``length`` over the targets the ``windows`` (:func:`score_windows`) score."""
+    t = time.perf_counter()
+    total = torch.zeros((), dtype=torch.float64, device=stream.device)
+    count = 0
+    for a, keep in windows:
+        total += token_nll(model, stream[a:a + length + 1])[length - keep:].double().sum()
+        count += keep
+        tick(1)
+    nll = float(total.item()) / count
+    return {"length": length, "factor": length / train_len, "nll": nll, "ppl": math.exp(min(nll, 700.0)),
+            "tokens": count, "windows": len(windows), "seconds": round(time.perf_counter() - t, 3)}
+
+
+def passkey_correct(model: nn.Module, ex: PK.PasskeyExample) -> bool:
+    """True when the most likely next token is the answer's at every answer position (one teacher-forced
+    forward: the greedy continuation of the question is the key)."""
+    x = torch.from_numpy(ex.tokens).to(next(model.parameters()).device)
+    hidden = model.get_decoder()(input_ids=x[None, :-1], use_cache=False).last_hidden_state
+    pred = model.get_output_embeddings()(hidden[0, ex.answer_start - 1:]).argmax(-1)
+    return bool(torch.equal(pred, x[ex.answer_start:]))
+
+
+def passkey_cells(model: nn.Module, tokenizer: Any, length: int, depths: Sequence[float], trials: int, seed: int,
+                  filler: Sequence[int] | None = None, tick: Callable[[int], Any] = lambda n: None
+                  ) -> list[dict[str, Any]]:
+    """Passkey accuracy at ``length`` for each depth, over ``trials`` keys (:func:`posenc.hf.passkey.passkey_key`)."""
+    rows = []
+    for j, depth in enumerate(depths):
+        correct = 0
+        for trial in range(trials):
+            ex = PK.passkey_example(tokenizer, length, depth, PK.passkey_key(seed, length, j, trial), filler)
+            correct += passkey_correct(model, ex)
+            tick(1)
+        rows.append({"length": length, "depth": depth, "correct": correct, "n": trials, "accuracy": correct / trials})
+    return rows
+
+
 # ---------------------------------------------------------------------- memory
-def memory_estimate(model: nn.Module, length: int) -> dict[str, float]:
-    """Rough peak memory (GiB) of one forward of ``length`` tokens without a cache: weights, per-layer
-    activations (hidden states, q/k/v, MLP), the attention scores of the posenc attention path (its chunks,
-    several score tensors at once) and the scoring head's logits chunk."""
-    cfg = model.config
-    rot = rotary_owner(model).rotary_emb
-    p = next(model.parameters())
-    b = p.element_size()
-    weights = sum(t.numel() * t.element_size() for t in model.parameters())
-    heads, d = cfg.num_attention_heads, getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    act = length * (6 * cfg.hidden_size + 3 * cfg.intermediate_size + 6 * heads * d) * b
-    scores = 0
-    if isinstance(rot, PosencRotaryEmbedding) and rot.kind == "attention":
-        scores = 5 * min(rot.chunk_mb * 2**20, heads * length * length * 4)
-    head_rows = max(1, _HEAD_CHUNK_MB * 2**20 // (4 * cfg.vocab_size))
-    logits = 3 * min(length, head_rows) * cfg.vocab_size * 4
+def memory_estimate(config: Any, n_params: int, dtype: torch.dtype, length: int, kind: str,
+                    chunk_mb: float) -> dict[str, float]:
+    """Rough peak memory (GiB) of one forward of ``length`` tokens without a cache: the weights, per-layer
+    activations (hidden states, q/k/v, MLP), on the posenc attention path its score chunks (several score
+    tensors at once), and the scoring head's logits chunk. Computed from the config, before loading weights."""
+    b = torch.empty((), dtype=dtype).element_size()
+    heads = config.num_attention_heads
+    d = getattr(config, "head_dim", None) or config.hidden_size // heads
+    act = length * (6 * config.hidden_size + 3 * config.intermediate_size + 6 * heads * d) * b
+    scores = 5 * min(chunk_mb * 2**20, heads * length * length * 4) if kind == "attention" else 0
+    head_rows = max(1, _HEAD_CHUNK_MB * 2**20 // (4 * config.vocab_size))
+    logits = 3 * min(length, head_rows) * config.vocab_size * 4
     gib = 2.0**30
-    return {"weights": weights / gib, "activations": (act + scores + logits) / gib,
-            "peak": (weights + act + scores + logits) / gib}
+    return {"weights": n_params * b / gib, "activations": (act + scores + logits) / gib,
+            "peak": (n_params * b + act + scores + logits) / gib}
 
 
 def _peak_mb(device: torch.device) -> float | None:
@@ -248,7 +283,11 @@ def run_eval(s: EvalSpec, *, out: str | Path | None = None, cache: str | Path | 
     device = resolve_device(s.device)
     dtype = _dtype(s.dtype, device)
     out_path = Path(out) if out is not None else default_out(s)
-    _check_before_loading(s)
+    config, kind, n_params = _check_before_loading(s)
+    est = {n: memory_estimate(config, n_params, dtype, n, kind, s.chunk_mb) for n in s.lengths}
+    top = est[max(s.lengths)]
+    log(f"memory estimate: weights {top['weights']:.2f} GiB; at {max(s.lengths)} tokens about {top['peak']:.2f} GiB "
+        f"in all ({top['activations']:.2f} GiB of activations; {kind} path) on {device.type}")
     model, tokenizer = load(s.model_dir, device, dtype)
     apply(model, s.method, train_len=s.train_len, chunk_mb=s.chunk_mb, **s.hparams)
     rot = rotary_owner(model).rotary_emb
@@ -274,11 +313,6 @@ def run_eval(s: EvalSpec, *, out: str | Path | None = None, cache: str | Path | 
     key = hashlib.sha256(json.dumps(key_obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
     folder = Path(cache) if cache is not None else paths.cache_dir() / "hf" / key
 
-    est = {n: memory_estimate(model, n) for n in s.lengths}
-    top = est[max(s.lengths)]
-    log(f"memory estimate: weights {top['weights']:.2f} GiB; at {max(s.lengths)} tokens about {top['peak']:.2f} GiB "
-        f"in all ({top['activations']:.2f} GiB of activations; {rot.kind} path) on {device.type}")
-
     windows = {n: score_windows(start, scored, n) for n in s.lengths}
     n_pk = len(s.depths) * s.passkey_trials if s.passkey else 0
     bar = tqdm(total=sum(len(w) + n_pk for w in windows.values()), disable=not progress, unit="fwd",
@@ -290,46 +324,22 @@ def run_eval(s: EvalSpec, *, out: str | Path | None = None, cache: str | Path | 
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
 
-            def lm_point(n: int = n) -> dict[str, Any]:
-                t = time.perf_counter()
-                total = torch.zeros((), dtype=torch.float64, device=device)
-                for a, keep in windows[n]:
-                    total += token_nll(model, stream[a:a + n + 1])[n - keep:].double().sum()
-                    bar.update(1)
-                nll = float(total.item()) / scored
-                return {"length": n, "factor": n / L0, "nll": nll, "ppl": math.exp(min(nll, 700.0)),
-                        "tokens": scored, "windows": len(windows[n]), "seconds": round(time.perf_counter() - t, 3)}
-
-            point, hit = _cached(folder, f"lm-{n}", lm_point, force)
-            cached = hit
-            if hit:
+            point, cached = _cached(folder, f"lm-{n}", lambda n=n: lm_point(
+                model, stream, windows[n], n, train_len=L0, tick=bar.update), force)
+            if cached:
                 bar.update(len(windows[n]))
             lm.append(point)
             line = f"{n} tokens ({n / L0:g}x): ppl {point['ppl']:.4g}"
             if s.passkey:
-                def pk_cells(n: int = n) -> dict[str, Any]:
-                    rows = []
-                    for j, depth in enumerate(s.depths):
-                        correct = 0
-                        for trial in range(s.passkey_trials):
-                            ex = PK.passkey_example(tokenizer, n, depth, PK.passkey_key(s.seed, n, j, trial), filler)
-                            x = torch.from_numpy(ex.tokens).to(device)
-                            hidden = model.get_decoder()(input_ids=x[None, :-1], use_cache=False).last_hidden_state
-                            pred = model.get_output_embeddings()(hidden[0, ex.answer_start - 1:]).argmax(-1)
-                            correct += int(torch.equal(pred, x[ex.answer_start:]))
-                            bar.update(1)
-                        rows.append({"length": n, "depth": depth, "correct": correct, "n": s.passkey_trials,
-                                     "accuracy": correct / s.passkey_trials})
-                    return {"cells": rows}
-
-                pk, hit = _cached(folder, f"passkey-{n}", pk_cells, force)
+                pk, hit = _cached(folder, f"passkey-{n}", lambda n=n: {"cells": passkey_cells(
+                    model, tokenizer, n, s.depths, s.passkey_trials, s.seed, filler, tick=bar.update)}, force)
                 cached = cached and hit
                 if hit:
                     bar.update(n_pk)
                 cells += pk["cells"]
-                acc = sum(c["correct"] for c in pk["cells"]) / (len(pk["cells"]) * s.passkey_trials)
+                acc = sum(c["correct"] for c in pk["cells"]) / sum(c["n"] for c in pk["cells"])
                 line += f", passkey {acc:.0%}"
-            peaks[n] = _peak_mb(device)
+            peaks[n] = None if cached else _peak_mb(device)
             log(line + (" (cached)" if cached else ""))
     bar.close()
 
@@ -354,16 +364,21 @@ def run_eval(s: EvalSpec, *, out: str | Path | None = None, cache: str | Path | 
     return result
 
 
-def _check_before_loading(s: EvalSpec) -> None:
-    """Fail on an unsupported architecture or a bad hyperparameter value before reading any weights."""
-    from transformers import AutoConfig  # lazy: transformers is an optional dependency
+def _check_before_loading(s: EvalSpec) -> tuple[Any, str, int]:
+    """Fail on an unsupported architecture or a bad hyperparameter value before reading any weights; returns
+    the config, the method's kind and the parameter count (of a weightless model on the meta device)."""
+    from transformers import AutoConfig, AutoModelForCausalLM  # lazy: transformers is an optional dependency
 
-    dims = config_dims(AutoConfig.from_pretrained(s.model_dir, local_files_only=True))
+    config = AutoConfig.from_pretrained(s.model_dir, local_files_only=True)
+    dims = config_dims(config)
     try:
-        spec(s.method).build(head_dim=dims["head_dim"], num_heads=dims["num_heads"],
-                             train_len=s.train_len or dims["train_len"], **s.hparams)
+        pe = spec(s.method).build(head_dim=dims["head_dim"], num_heads=dims["num_heads"],
+                                  train_len=s.train_len or dims["train_len"], **s.hparams)
     except ValueError as e:
         raise ValueError(f"--hp: {e}") from None
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    return config, check_supported(s.method, pe), n_params
 
 
 def _metadata(device: torch.device, t0: float) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 Used by the tests and the worked example: hidden size 64, 2 layers, 4 query heads sharing 2 key-value heads
 (grouped-query attention) of size 16 (set explicitly: some rope types read ``config.head_dim``), a short
-original context (``max_position_embeddings`` = 64 by default), and a byte-level tokenizer (transformers'
-``ByT5Tokenizer``: one token per UTF-8 byte, offset by 3 special tokens), so ``save_tiny_model`` writes a
-directory that ``posenc eval-hf`` can read like any checkpoint.
+original context (``max_position_embeddings`` = 64 by default), and a byte-level tokenizer (one token per
+UTF-8 byte, offset by 3 special tokens, as ByT5's), saved as a standard ``tokenizer.json`` so that
+``save_tiny_model`` writes a directory that ``posenc eval-hf`` reads like any checkpoint.
 """
 
 from __future__ import annotations
@@ -54,11 +54,29 @@ def tiny_model(model_type: str = "llama", *, seed: int = 0, **overrides: Any) ->
     return model.eval()
 
 
-def tiny_tokenizer() -> Any:
-    """The byte-level tokenizer of the tiny models (259 ids: pad 0, eos 1, unk 2, then bytes 0..255)."""
-    from transformers import ByT5Tokenizer  # lazy: transformers is an optional dependency
+def _byte_chars() -> dict[int, str]:
+    """Byte → printable character of GPT-2's byte-level BPE alphabet (Radford et al. 2019), which the
+    ``tokenizers`` ByteLevel pre-tokenizer emits: printable Latin-1 bytes map to themselves, the other 68
+    bytes to the code points 256, 257, ... in byte order."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    out, extra = {b: chr(b) for b in keep}, 256
+    for b in range(256):
+        if b not in out:
+            out[b], extra = chr(extra), extra + 1
+    return out
 
-    return ByT5Tokenizer(extra_ids=0)
+
+def tiny_tokenizer() -> Any:
+    """The byte-level tokenizer of the tiny models: 259 ids, ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, then byte b
+    at id b + 3 (a BPE without merges over the byte alphabet; any UTF-8 text round-trips)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # lazy: installed with transformers
+    from transformers import PreTrainedTokenizerFast  # lazy: transformers is an optional dependency
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{c: b + 3 for b, c in _byte_chars().items()}}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
 def save_tiny_model(path: str | Path, model_type: str = "llama", *, seed: int = 0, **overrides: Any) -> Path:
