@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from posenc import data as D
-from posenc.hf import apply, evaluate as E
+from posenc.hf import apply
+from posenc.hf import evaluate as E
 from posenc.hf.passkey import passkey_example
 from posenc.hf.tiny import save_tiny_model, tiny_tokenizer
 

@@ -6,8 +6,15 @@ import logging
 
 import pytest
 
-from posenc.hf import ARCHITECTURES, NATIVE, UnsupportedError, support_table, support_table_markdown, \
-    supported_methods, to_rope_parameters
+from posenc.hf import (
+    ARCHITECTURES,
+    NATIVE,
+    UnsupportedError,
+    support_table,
+    support_table_markdown,
+    supported_methods,
+    to_rope_parameters,
+)
 from posenc.hf.support import check_supported, kind_of
 from posenc.pe import available, build
 

@@ -21,6 +21,7 @@ run resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from posenc import __version__, paths
 from posenc import data as D
@@ -44,6 +45,7 @@ from posenc.experiment.results import read_json, write_json_atomic
 from posenc.hf import passkey as PK
 from posenc.hf.rotary import PosencRotaryEmbedding, apply, config_dims, rotary_owner
 from posenc.hf.support import check_supported, supported_methods
+from posenc.hf.tiny import progress_bars
 from posenc.pe import spec
 
 __all__ = ["PROTOCOL", "DEFAULT_DEPTHS", "EvalSpec", "load", "corpus_tokens", "score_windows", "token_nll",
@@ -124,13 +126,16 @@ def _dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
 
 
-def load(model_dir: str | Path, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, Any]:
-    """The causal LM (eval mode, SDPA attention) and its tokenizer from a local folder; nothing is downloaded."""
+def load(model_dir: str | Path, device: torch.device, dtype: torch.dtype, progress: bool = True
+         ) -> tuple[nn.Module, Any]:
+    """The causal LM (eval mode, SDPA attention) and its tokenizer from a local folder; nothing is downloaded.
+    ``progress=False`` silences transformers' loading bar."""
     from transformers import AutoModelForCausalLM, AutoTokenizer  # lazy: transformers is an optional dependency
 
-    kw: dict[str, Any] = {"local_files_only": True}
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, attn_implementation="sdpa", **kw)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **kw)
+    with contextlib.nullcontext() if progress else progress_bars(False):
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, attn_implementation="sdpa",
+                                                     local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     return model.to(device).eval(), tokenizer
 
 
@@ -240,6 +245,10 @@ def memory_estimate(config: Any, n_params: int, dtype: torch.dtype, length: int,
             "peak": (n_params * b + act + scores + logits) / gib}
 
 
+def _size(gib: float) -> str:
+    return f"{gib:.2f} GiB" if gib >= 1 else f"{gib * 1024:.1f} MiB"
+
+
 def _peak_mb(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
@@ -286,9 +295,9 @@ def run_eval(s: EvalSpec, *, out: str | Path | None = None, cache: str | Path | 
     config, kind, n_params = _check_before_loading(s)
     est = {n: memory_estimate(config, n_params, dtype, n, kind, s.chunk_mb) for n in s.lengths}
     top = est[max(s.lengths)]
-    log(f"memory estimate: weights {top['weights']:.2f} GiB; at {max(s.lengths)} tokens about {top['peak']:.2f} GiB "
-        f"in all ({top['activations']:.2f} GiB of activations; {kind} path) on {device.type}")
-    model, tokenizer = load(s.model_dir, device, dtype)
+    log(f"memory estimate: weights {_size(top['weights'])}; at {max(s.lengths)} tokens about {_size(top['peak'])} "
+        f"in all ({_size(top['activations'])} of activations; {kind} path) on {device.type}")
+    model, tokenizer = load(s.model_dir, device, dtype, progress)
     apply(model, s.method, train_len=s.train_len, chunk_mb=s.chunk_mb, **s.hparams)
     rot = rotary_owner(model).rotary_emb
     assert isinstance(rot, PosencRotaryEmbedding)

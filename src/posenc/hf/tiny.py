@@ -9,6 +9,8 @@ UTF-8 byte, offset by 3 special tokens, as ByT5's), saved as a standard ``tokeni
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from torch import nn
 
 from posenc.hf.support import ARCHITECTURES, UnsupportedError
 
-__all__ = ["TINY", "tiny_config", "tiny_model", "tiny_tokenizer", "save_tiny_model"]
+__all__ = ["TINY", "tiny_config", "tiny_model", "tiny_tokenizer", "save_tiny_model", "progress_bars"]
 
 #: Shared sizes of the tiny models.
 TINY: dict[str, Any] = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -83,6 +85,20 @@ def save_tiny_model(path: str | Path, model_type: str = "llama", *, seed: int = 
     """Write a tiny random model and its tokenizer to ``path`` (``save_pretrained``); returns the path."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    tiny_model(model_type, seed=seed, **overrides).save_pretrained(out)
+    with progress_bars(False):
+        tiny_model(model_type, seed=seed, **overrides).save_pretrained(out)
     tiny_tokenizer().save_pretrained(out)
     return out
+
+
+@contextmanager
+def progress_bars(enabled: bool) -> Iterator[None]:
+    """transformers' loading/saving progress bars on or off inside the block (restored after)."""
+    from transformers.utils import logging as hf_logging  # lazy: transformers is an optional dependency
+
+    before = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if before else hf_logging.disable_progress_bar)()
