@@ -1,8 +1,8 @@
 """`posenc eval-hf`: apply a posenc method to a local Hugging Face checkpoint and measure its extrapolation.
 
 Perplexity at every length on the same scored tokens, and optionally passkey retrieval with the key at several
-depths; one result JSON and a figure (:mod:`posenc.hf.evaluate`). The checkpoint is read from MODEL_DIR only
-(nothing is downloaded); needs the ``hf`` extra (transformers >= 5).
+depths; one result JSON and a figure (posenc.hf.evaluate). The checkpoint is read from MODEL_DIR only (nothing
+is downloaded); needs the hf extra: pip install 'posenc[hf]' (transformers >= 5).
 """
 
 from __future__ import annotations

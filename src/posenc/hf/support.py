@@ -111,10 +111,15 @@ def check_supported(method_id: str, pe: PositionalEncoding) -> Kind:
     return kind_of(pe)
 
 
-@lru_cache(maxsize=1)
 def _classified() -> tuple[tuple[str, Kind | None, str | None], ...]:
+    """(id, kind or None, reason it is unsupported or None) for every registered method."""
+    return _classify(tuple(available()))
+
+
+@lru_cache(maxsize=4)
+def _classify(ids: tuple[str, ...]) -> tuple[tuple[str, Kind | None, str | None], ...]:
     out = []
-    for mid in available():
+    for mid in ids:
         s = spec(mid)
         pe = s.build(**_PROBE)
         why = _why_unsupported(s, pe)
