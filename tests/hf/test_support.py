@@ -99,3 +99,12 @@ def test_rope_parameters_errors_name_the_problem() -> None:
         to_rope_parameters("longrope", train_len=32, head_dim=16, n_hat=4)
     with pytest.raises(ValueError, match="'train_len' must be a positive int"):
         to_rope_parameters("yarn", train_len=0, head_dim=16)
+    with pytest.raises(ValueError, match=r"to_rope_parameters\('longrope'\): 'head_dim' is required"):
+        to_rope_parameters("longrope", train_len=32)
+    with pytest.raises(ValueError, match=r"to_rope_parameters\('yarn'\): 'train_len' is required"):
+        to_rope_parameters("yarn")
+
+
+def test_rope_parameters_without_dimensions_where_unused() -> None:
+    assert to_rope_parameters("pi", scale=4) == {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}
+    assert to_rope_parameters("dynamic_ntk", base=5e5) == {"rope_type": "dynamic", "rope_theta": 5e5, "factor": 4.0}

@@ -173,6 +173,8 @@ class NativeRope:
     rope_type: str
     params: Callable[[dict[str, Any], int, int], dict[str, Any]]
     note: str = ""
+    #: Which of ``train_len`` and ``head_dim`` the parameters depend on (then :func:`to_rope_parameters` needs them).
+    needs: tuple[str, ...] = ()
 
 
 #: posenc id → transformers rope type (``transformers.modeling_rope_utils.ROPE_INIT_FUNCTIONS``).
@@ -184,36 +186,41 @@ NATIVE: Mapping[str, NativeRope] = MappingProxyType({
                               "keeps the frequencies of the longest sequence seen until the length drops below L"),
     "yarn": NativeRope("yarn", lambda hp, L, d: {
         "factor": float(hp["scale"]), "original_max_position_embeddings": L,
-        "beta_fast": float(hp["beta_fast"]), "beta_slow": float(hp["beta_slow"])}),
+        "beta_fast": float(hp["beta_fast"]), "beta_slow": float(hp["beta_slow"])}, needs=("train_len",)),
     "llama3_scaling": NativeRope("llama3", lambda hp, L, d: {
         "factor": float(hp["scale"]), "original_max_position_embeddings": L,
         "low_freq_factor": float(hp["low_freq_factor"]), "high_freq_factor": float(hp["high_freq_factor"])},
-        "transformers warns unless config.max_position_embeddings > L"),
-    "longrope": NativeRope("longrope", _native_longrope),
+        "transformers warns unless config.max_position_embeddings > L", needs=("train_len",)),
+    "longrope": NativeRope("longrope", _native_longrope, needs=("train_len", "head_dim")),
     "p_rope": NativeRope("proportional", lambda hp, L, d: {"partial_rotary_factor": float(hp["p"])}),
 })
 
 
-def to_rope_parameters(method_id: str, *, train_len: int, head_dim: int, **hparams: Any) -> dict[str, Any]:
+def to_rope_parameters(method_id: str, *, train_len: int | None = None, head_dim: int | None = None,
+                       **hparams: Any) -> dict[str, Any]:
     """The transformers ``rope_parameters`` whose frequencies and attention factor equal posenc's
-    ``method_id`` with these hyperparameters (``base`` becomes ``rope_theta``; defaults are posenc's).
+    ``method_id`` with these hyperparameters (``base`` becomes ``rope_theta``; defaults are posenc's), e.g.
+    ``to_rope_parameters("pi", scale=4)``.
 
-    ``train_len`` is the original context L (``original_max_position_embeddings``), ``head_dim`` the
-    attention head size (LongRoPE's default factor lists have one entry per rotary pair). Raises
-    :class:`UnsupportedError` listing the native methods when transformers has no such rope type.
+    ``train_len``: the original context L (``original_max_position_embeddings``), needed by YaRN, Llama-3
+    scaling and LongRoPE; ``head_dim``: the attention head size, needed by LongRoPE (one factor per rotary
+    pair). Raises :class:`UnsupportedError` listing the native methods when transformers has no such rope type.
     """
     if method_id not in NATIVE:
         spec(method_id)  # unknown ids: ValueError with close matches
         raise UnsupportedError(f"to_rope_parameters: transformers has no rope type for {method_id!r}; native "
                                f"methods: {', '.join(sorted(NATIVE))} (posenc.hf.apply supports "
                                f"{len(supported_methods())} methods)")
+    nat = NATIVE[method_id]
     for name, v in (("train_len", train_len), ("head_dim", head_dim)):
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+        if v is None and name in nat.needs:
+            raise ValueError(f"to_rope_parameters({method_id!r}): '{name}' is required")
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
             raise ValueError(f"to_rope_parameters: '{name}' must be a positive int, got {v!r}")
     hp = _hp(method_id, hparams)
-    spec(method_id).build(head_dim=head_dim, num_heads=1, train_len=train_len, **hparams)  # validates values
-    nat = NATIVE[method_id]
-    return {"rope_type": nat.rope_type, "rope_theta": float(hp["base"]), **nat.params(hp, train_len, head_dim)}
+    L, d = train_len or _PROBE["train_len"], head_dim or _PROBE["head_dim"]  # stand-ins where unused
+    spec(method_id).build(head_dim=d, num_heads=1, train_len=L, **hparams)  # validates the values
+    return {"rope_type": nat.rope_type, "rope_theta": float(hp["base"]), **nat.params(hp, L, d)}
 
 
 # ---------------------------------------------------------------------- the support table
