@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,6 @@ __all__ = [
     "read_yaml",
     "parse_yaml",
     "dump_yaml",
-    "git_commit",
 ]
 
 ROOT_ENV = "POSENC_ROOT"
@@ -124,15 +122,6 @@ def relative(path: str | os.PathLike[str], root: Path | None = None) -> str:
         return p.resolve().relative_to(base).as_posix()
     except ValueError:
         return p.as_posix()
-
-
-def git_commit() -> str:
-    """The checkout's ``HEAD`` commit, recorded with every result; "unknown" outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=find_root(), capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-    except (OSError, subprocess.SubprocessError, RootError):
-        return "unknown"
 
 
 # ---------------------------------------------------------------------------------------------- folders

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import platform
 import resource
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -230,6 +231,15 @@ def _task_ft_sampler(task: T.Task, spec: RunSpec, device: torch.device) -> Calla
 
 
 # =========================================================================== one seed
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.find_root(), capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    except (OSError, subprocess.SubprocessError, paths.RootError):
+        return "unknown"
+
+
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -329,7 +339,7 @@ def run_seed(spec: RunSpec, *, results_dir: str | Path | None = None, force: boo
         "metadata": {
             "device": dev.type, "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda"
             else platform.processor() or platform.machine(),
-            "torch": torch.__version__, "python": platform.python_version(), "git_commit": paths.git_commit(),
+            "torch": torch.__version__, "python": platform.python_version(), "git_commit": _git_commit(),
             "corpus": corpus.name, "corpus_sha256": corpus.sha256, "split": corpus.split_info(),
             "wall_time_s": round(time.perf_counter() - t0, 3), "peak_memory_mb": round(_peak_memory_mb(dev), 1),
             "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

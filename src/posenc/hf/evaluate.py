@@ -396,7 +396,7 @@ def _metadata(device: torch.device, t0: float) -> dict[str, Any]:
     return {"device": device.type,
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
             "torch": torch.__version__, "transformers": transformers.__version__, "posenc": __version__,
-            "python": platform.python_version(), "git_commit": paths.git_commit(),
+            "python": platform.python_version(), "git_commit": git_commit(),
             "wall_time_s": round(time.perf_counter() - t0, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
