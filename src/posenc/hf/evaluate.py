@@ -42,6 +42,7 @@ from posenc import __version__, paths
 from posenc import data as D
 from posenc.experiment.presets import resolve_device
 from posenc.experiment.results import read_json, write_json_atomic
+from posenc.experiment.runner import git_commit
 from posenc.hf import passkey as PK
 from posenc.hf.rotary import PosencRotaryEmbedding, apply, config_dims, rotary_owner
 from posenc.hf.support import check_supported, supported_methods
