@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from posenc import __version__
 
 # Modules that contribute subcommands, in help order. Missing ones are an error, never skipped.
-COMMAND_MODULES = ("posenc.commands.taxonomy", "posenc.commands.run", "posenc.commands.book")
+COMMAND_MODULES = ("posenc.commands.taxonomy", "posenc.commands.run", "posenc.commands.hf", "posenc.commands.book")
 
 
 def make_parser() -> argparse.ArgumentParser:
