@@ -108,7 +108,7 @@ def path_logits(q: Tensor, k: Tensor, w: Tensor, beta: Tensor, ends: Tensor, blo
     block; within a block, logit_ij = stateᵢ·k_j − Σ_{s ≤ e_i} Σ_{t > j} (stateᵢ·w_s) N_st (w_t·k_j).
     """
     q, k, w, beta = q.float(), k.float(), w.float(), beta.float()
-    S, T = k.size(-2), q.size(-2)
+    S = k.size(-2)
     ends = ends.to(q.device)
     state = q
     out = []
