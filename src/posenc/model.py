@@ -67,9 +67,11 @@ class ModelConfig:
     attn: AttnMode = "auto"
     #: Cap (MiB) of one (B, H, chunk, S) float32 logits tensor on the explicit path without autograd.
     explicit_chunk_mb: float = 64.0
-    #: Factor on the token embeddings before the PE's ``embed``; None: √d_model, as in the original
-    #: Transformer (Vaswani et al. 2017, §3.4), so that an absolute encoding of unit-scale entries is added to
-    #: token embeddings of comparable size rather than swamping them (see the conventions page).
+    #: Scale of the token embeddings an absolute PE is added to; None: √d_model, as in the original
+    #: Transformer (Vaswani et al. 2017, §3.4), so that an encoding of unit-scale entries meets token
+    #: embeddings of comparable size instead of swamping them. The sum is scaled back by the same factor, so
+    #: the residual stream keeps its initial scale and a PE that adds nothing sees plain token embeddings
+    #: (see the conventions page).
     embed_scale: float | None = None
 
     def __post_init__(self) -> None:
@@ -333,7 +335,8 @@ class Transformer(nn.Module):
                 ) -> tuple[Tensor, Tensor | None]:
         ctx = self.context(tokens, pos)
         plans = self.plan(ctx, tokens.size(0))
-        x = self.drop(self.pe.embed(self.wte(tokens) * self.cfg.token_scale, ctx))  # (B, T, C)
+        s = self.cfg.token_scale  # tok + PE/s: the PE is added to √d-scaled tokens, then scaled back
+        x = self.drop(self.pe.embed(self.wte(tokens) * s, ctx) / s)  # (B, T, C)
         for block, plan in zip(self.blocks, plans, strict=True):
             x = block(x, ctx, self.pe, plan)
         logits = self.head(self.ln_f(x))  # (B, T, V)

@@ -13,7 +13,10 @@ from posenc.cards import schema as S
 from posenc.cards.schema import Card, Expect, TaxonomyError, parse_expect
 
 WHERE = "taxonomy/methods/x.yaml: claims[0]"
-GOOD = {"metric": "ppl_ratio", "at": 8, "op": "<=", "value": 1.05}
+GOOD = {"metric": "ppl_ratio", "op": "<="}
+VS = {"metric": "ppl_vs", "op": "<=", "comparator": "rope"}
+ACC = {"metric": "accuracy_vs", "op": ">=", "comparator": "control", "task": "needle", "at": 2, "value": 0.4,
+       "value_from": "Table 1"}
 
 
 # ---------------------------------------------------------------------------------------------- the engine
@@ -36,9 +39,14 @@ def test_map_rules_run_after_the_fields() -> None:
 def test_parse_expect_types_the_mapping() -> None:
     assert parse_expect(None, WHERE) is None
     e = parse_expect({**GOOD, "variant": "zero_shot"}, WHERE)
-    assert e == Expect(metric="ppl_ratio", at=8, op="<=", value=1.05, variant="zero_shot")
-    vs = parse_expect({"metric": "ppl_vs_baseline", "at": 4, "op": "<", "value": 1.0, "baseline": "rope"}, WHERE)
-    assert vs is not None and vs.baseline == "rope" and vs.variant is None
+    assert e == Expect(metric="ppl_ratio", op="<=", variant="zero_shot")
+    vs = parse_expect({**VS, "comparator_points": [{"length": 1024, "value": 2.5}]}, WHERE)
+    assert vs is not None and vs.comparator == "rope" and vs.variant is None
+    assert vs.comparator_points == (S.Point(1024, 2.5),)
+    acc = parse_expect(ACC, WHERE)
+    assert acc == Expect("accuracy_vs", ">=", comparator="control", task="needle", at=2, value=0.4,
+                         value_from="Table 1")
+    assert parse_expect({"not_tested": "no counterpart"}, WHERE) == Expect(not_tested="no counterpart")
 
 
 def test_expect_dataclass_and_schema_have_the_same_fields() -> None:
@@ -46,40 +54,110 @@ def test_expect_dataclass_and_schema_have_the_same_fields() -> None:
     assert [f.name for f in dataclasses.fields(Expect)] == list(S.EXPECT_SCHEMA.fields or {})
 
 
+def test_expect_tasks_are_the_task_suite() -> None:
+    """The schema names the tasks without importing posenc.tasks (numpy); the two lists must stay equal."""
+    from posenc.tasks import TASKS
+
+    assert set(S.EXPECT_TASKS) == set(TASKS)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"value": math.nan}, "expect.value: expected a finite number, got nan"),
-        ({"value": math.inf}, "expect.value: expected a finite number, got inf"),
+        ({"value": math.nan, "value_from": "T1"}, "expect.value: expected a finite number, got nan"),
+        ({"value": math.inf, "value_from": "T1"}, "expect.value: expected a finite number, got inf"),
         ({"at": -math.inf}, "expect.at: expected a finite number, got -inf"),
         ({"at": math.nan}, "expect.at: expected a finite number, got nan"),
-        ({"value": "1.05"}, "expect.value: expected number, got '1.05'"),
-        ({"value": True}, "expect.value: expected number, got True"),
+        ({"value": "1.05", "value_from": "T1"}, "expect.value: expected number, got '1.05'"),
+        ({"value": True, "value_from": "T1"}, "expect.value: expected number, got True"),
         ({"at": "4x"}, "expect.at: expected number, got '4x'"),
-        ({"at": -1}, "expect.at: must be >= 0, got -1"),
-        ({"metric": "bleu"}, "expect.metric: expected one of ppl_ratio, ppl_vs_baseline, accuracy, got 'bleu'"),
+        ({"at": -1}, "expect.at: must be >= 1, got -1"),
+        ({"at": 0.5}, "expect.at: must be >= 1, got 0.5"),
+        ({"metric": "bleu"}, "expect.metric: expected one of ppl_ratio, ppl_vs, accuracy, accuracy_vs, got 'bleu'"),
+        ({"metric": "ppl_vs_baseline"},
+         "expect.metric: expected one of ppl_ratio, ppl_vs, accuracy, accuracy_vs, got 'ppl_vs_baseline'"),
         ({"op": "=<"}, "expect.op: expected one of <, <=, >, >=, got '=<'"),
         ({"variant": "fine_tuned"},
          "expect.variant: expected one of zero_shot, finetuned, scratch or null, got 'fine_tuned'; "
          "did you mean 'finetuned'?"),
         ({"variant": "primary"}, "expect.variant: expected one of zero_shot, finetuned, scratch or null, "
                                  "got 'primary'"),
-        ({"baseline": "rope"}, "expect.baseline: only allowed when metric is 'ppl_vs_baseline', not 'ppl_ratio'"),
-        ({"metric": "ppl_vs_baseline"}, "expect.baseline: required when metric is 'ppl_vs_baseline'"),
+        ({"baseline": "rope"}, "expect.baseline: unknown key"),
         ({"colour": "red"}, "expect.colour: unknown key"),
+        ({"comparator": "Rope!"}, "expect.comparator: 'Rope!' does not match the pattern [a-z][a-z0-9_]*"),
     ],
 )
 def test_parse_expect_names_file_and_field(change: dict[str, Any], message: str) -> None:
+    raw = {**GOOD, **change}
+    if "comparator" in change:
+        raw["metric"] = "ppl_vs"
     with pytest.raises(TaxonomyError) as err:
-        parse_expect({**GOOD, **change}, WHERE)
+        parse_expect(raw, WHERE)
     assert str(err.value) == f"{WHERE}: {message}"
+
+
+# Each between-field rule of _expect_rules, and the not_tested reason: (expect, every message in order).
+RULES: list[tuple[str, dict[str, Any], list[str]]] = [
+    ("metric_and_op_required", {"variant": "scratch"},
+     ["expect.metric: missing key (or give 'not_tested' with the reason)",
+      "expect.op: missing key (or give 'not_tested' with the reason)"]),
+    ("ppl_vs_needs_comparator", {"metric": "ppl_vs", "op": "<="},
+     ["expect.comparator: required when metric is 'ppl_vs'"]),
+    ("accuracy_vs_needs_comparator", {**{k: v for k, v in ACC.items() if k != "comparator"}},
+     ["expect.comparator: required when metric is 'accuracy_vs'"]),
+    ("comparator_only_for_vs", {**GOOD, "comparator": "rope"},
+     ["expect.comparator: only allowed when metric is ppl_vs or accuracy_vs, not 'ppl_ratio'"]),
+    ("accuracy_needs_task", {"metric": "accuracy", "op": ">=", "value": 0.9, "value_from": "Table 1"},
+     ["expect.task: required when metric is 'accuracy'"]),
+    ("task_only_for_accuracy", {**GOOD, "task": "needle"},
+     ["expect.task: only allowed when metric is accuracy or accuracy_vs, not 'ppl_ratio'"]),
+    ("value_needs_value_from", {**GOOD, "value": 1.05},
+     ["expect.value_from: required with an explicit value: where in the paper the number comes from"]),
+    ("value_from_needs_value", {**GOOD, "value_from": "Table 2"},
+     ["expect.value: required with value_from"]),
+    ("accuracy_needs_value", {"metric": "accuracy", "op": ">=", "task": "latest"},
+     ["expect.value: required for accuracy claims (with value_from)"]),
+    ("accuracy_vs_needs_value", {k: v for k, v in ACC.items() if k not in ("value", "value_from")},
+     ["expect.value: required for accuracy claims (with value_from)"]),
+    ("comparator_points_only_for_ppl_vs", {**GOOD, "comparator_points": [{"length": 1024, "value": 2.0}]},
+     ["expect.comparator_points: only allowed when metric is 'ppl_vs'"]),
+    ("not_tested_excludes_other_keys", {"not_tested": "7B MMLU", "op": "<=", "at": 2},
+     ["expect.op: not allowed with 'not_tested' (an untested claim states only why)",
+      "expect.at: not allowed with 'not_tested' (an untested claim states only why)"]),
+    ("not_tested_must_say_why", {"not_tested": "  "}, ["expect.not_tested: must not be empty"]),
+]
+
+
+@pytest.mark.parametrize(("raw", "messages"), [r[1:] for r in RULES], ids=[r[0] for r in RULES])
+def test_expect_rules(raw: dict[str, Any], messages: list[str]) -> None:
+    """Every rule is reported by parse_expect (experiments) and by check_value over the schema (validate)."""
+    with pytest.raises(TaxonomyError) as err:
+        parse_expect(raw, WHERE)
+    assert str(err.value).splitlines() == [f"{WHERE}: {m}" for m in messages]
+    assert [f"{f}: {m}" for f, m in S.check_value(S.EXPECT_SCHEMA, raw, "expect")] == messages
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [GOOD, VS, ACC, {**VS, "comparator": "control", "variant": "finetuned", "at": 4},
+     {"metric": "accuracy", "op": ">=", "task": "latest", "value": 0.9, "value_from": "Table 1"},
+     {**GOOD, "value": 0.93, "value_from": "Table 5: 18.40/19.73"},
+     {"not_tested": "no counterpart at 0.4M parameters"},
+     {"not_tested": "BLEU, not perplexity", "metric": "ppl_ratio"}],
+    ids=["derived_ratio", "derived_vs", "accuracy_vs", "control", "accuracy", "explicit_value", "not_tested",
+         "not_tested_with_metric"],
+)
+def test_valid_expects(raw: dict[str, Any]) -> None:
+    assert S.check_value(S.EXPECT_SCHEMA, raw, "expect") == []
+    assert parse_expect(raw, WHERE) is not None
 
 
 def test_parse_expect_reports_every_problem_and_non_mappings() -> None:
     with pytest.raises(TaxonomyError) as err:
         parse_expect({"metric": "ppl_ratio", "op": "<", "value": math.nan}, WHERE)
-    assert str(err.value).splitlines() == [f"{WHERE}: expect.at: missing key",
-                                           f"{WHERE}: expect.value: expected a finite number, got nan"]
+    assert str(err.value).splitlines() == [
+        f"{WHERE}: expect.value: expected a finite number, got nan",
+        f"{WHERE}: expect.value_from: required with an explicit value: where in the paper the number comes from"]
     with pytest.raises(TaxonomyError, match=r"claims\[0\]: expect: expected mapping or null, got 'reproduced'"):
         parse_expect("reproduced", WHERE)
 
@@ -115,7 +193,7 @@ def test_card_typed_accessors() -> None:
     assert (card.id, card.name, card.implementation, card.path.name) == ("alibi", "ALiBi", "alibi", "alibi.yaml")
     (claim,) = card.claims
     assert claim.points == (S.Point(512, 19.7),) and claim.train_length == 512
-    assert claim.expect == Expect("ppl_ratio", 8, "<=", 1.05, variant="scratch")
+    assert claim.expect == Expect("ppl_ratio", "<=", variant="scratch")
 
 
 def test_card_id_is_the_file_stem() -> None:
@@ -127,7 +205,7 @@ def test_card_id_is_the_file_stem() -> None:
     ("data", "message"),
     [
         ({"implementation": 3}, "taxonomy/methods/x.yaml: implementation: expected string or null, got 3 (quote it)"),
-        ({"claims": [_claim(value=math.nan)]},
+        ({"claims": [_claim(value=math.nan, value_from="Table 2")]},
          "taxonomy/methods/x.yaml: claims[0].expect.value: expected a finite number, got nan"),
         ({"claims": [_claim(variant="both")]},
          "taxonomy/methods/x.yaml: claims[0].expect.variant: expected one of zero_shot, finetuned, scratch or "

@@ -21,7 +21,7 @@ def test_load_card_is_a_card_named_by_its_file(repo: Path) -> None:
     assert card.id == card["id"] == "alibi" and card.name == "ALiBi"
     assert card.file == f"{METHODS}/alibi.yaml" and card.path == repo.resolve() / METHODS / "alibi.yaml"
     assert [c.id for c in card.claims] == ["wt103_l512", "vs_rope"]
-    assert card.claims[1].expect is not None and card.claims[1].expect.baseline == "rope"
+    assert card.claims[1].expect is not None and card.claims[1].expect.comparator == "rope"
 
 
 def test_load_cards_in_file_order(repo: Path) -> None:

@@ -134,15 +134,31 @@ BAD_CARDS: list[tuple[str, str, Callable[[dict[str, Any]], Any], list[str]]] = [
     ("expect_op", "alibi", lambda c: c["claims"][0]["expect"].update(op="=<"),
      [f"{ALIBI}: claims[0].expect.op: expected one of <, <=, >, >=, got '=<'"]),
     ("expect_metric", "alibi", lambda c: c["claims"][0]["expect"].update(metric="ppl"),
-     [f"{ALIBI}: claims[0].expect.metric: expected one of ppl_ratio, ppl_vs_baseline, accuracy, got 'ppl'"]),
-    ("expect_baseline_missing", "alibi", lambda c: c["claims"][1]["expect"].pop("baseline"),
-     [f"{ALIBI}: claims[1].expect.baseline: required when metric is 'ppl_vs_baseline'"]),
-    ("expect_baseline_unresolved", "alibi", lambda c: c["claims"][1]["expect"].update(baseline="sinusoidal"),
-     [f"{ALIBI}: claims[1].expect.baseline: 'sinusoidal' is not a card id"]),
-    ("expect_baseline_not_allowed", "alibi", lambda c: c["claims"][0]["expect"].update(baseline="rope"),
-     [f"{ALIBI}: claims[0].expect.baseline: only allowed when metric is 'ppl_vs_baseline', not 'ppl_ratio'"]),
+     [f"{ALIBI}: claims[0].expect.metric: expected one of ppl_ratio, ppl_vs, accuracy, accuracy_vs, got 'ppl'"]),
+    ("expect_old_baseline_key", "alibi", lambda c: c["claims"][1]["expect"].update(baseline="rope"),
+     [f"{ALIBI}: claims[1].expect.baseline: unknown key"]),
+    ("expect_comparator_missing", "alibi", lambda c: c["claims"][1]["expect"].pop("comparator"),
+     [f"{ALIBI}: claims[1].expect.comparator: required when metric is 'ppl_vs'"]),
+    ("expect_comparator_unresolved", "alibi", lambda c: c["claims"][1]["expect"].update(comparator="sinusoidal"),
+     [f"{ALIBI}: claims[1].expect.comparator: 'sinusoidal' is not a card id or 'control'"]),
+    ("expect_comparator_hint", "alibi", lambda c: c["claims"][1]["expect"].update(comparator="t5bias"),
+     [f"{ALIBI}: claims[1].expect.comparator: 't5bias' is not a card id or 'control'; did you mean 't5_bias'?"]),
+    ("expect_comparator_not_allowed", "alibi", lambda c: c["claims"][0]["expect"].update(comparator="rope"),
+     [f"{ALIBI}: claims[0].expect.comparator: only allowed when metric is ppl_vs or accuracy_vs, not 'ppl_ratio'"]),
+    ("expect_control", "alibi", lambda c: c["claims"][1]["expect"].update(comparator="control"), []),
     ("expect_not_mapping", "alibi", _claim0(expect="reproduced"),
      [f"{ALIBI}: claims[0].expect: expected mapping or null, got 'reproduced'"]),
+    ("expect_value_without_source", "alibi", lambda c: c["claims"][0]["expect"].update(value=0.95),
+     [f"{ALIBI}: claims[0].expect.value_from: required with an explicit value: where in the paper the number "
+      "comes from"]),
+    ("expect_not_tested_alone", "alibi", lambda c: c["claims"][0]["expect"].update(not_tested="7B only"),
+     [f"{ALIBI}: claims[0].expect.op: not allowed with 'not_tested' (an untested claim states only why)"]),
+    ("expect_not_tested_skips_cross_checks", "alibi",
+     lambda c: c["claims"][1].update(expect={"not_tested": "a 7B benchmark"}, train_length=None), []),
+    ("expect_accuracy_needs_task_and_value", "alibi",
+     lambda c: c["claims"][1].update(expect={"metric": "accuracy", "op": ">=", "at": 2}),
+     [f"{ALIBI}: claims[1].expect.task: required when metric is 'accuracy'",
+      f"{ALIBI}: claims[1].expect.value: required for accuracy claims (with value_from)"]),
     ("summary_one_sentence", "alibi", _set("summary", "A linear bias, e.g. -m(i - j), on the logits."),
      [f"{ALIBI}: summary: expected 2-5 sentences, got 1"]),
     ("summary_six_sentences", "alibi", _set("summary", "One. Two. Three. Four. Five. Six."),
@@ -164,17 +180,44 @@ BAD_CARDS: list[tuple[str, str, Callable[[dict[str, Any]], Any], list[str]]] = [
      [f"{ALIBI}: year_venue: 2019 is before the first public version (2021)"]),
     ("empty_name", "alibi", _set("name", "  "),
      [f"{ALIBI}: name: must not be empty"]),
-    ("expect_value_nan", "alibi", lambda c: c["claims"][0]["expect"].update(value=math.nan),
+    ("expect_value_nan", "alibi",
+     lambda c: c["claims"][0]["expect"].update(value=math.nan, value_from="Table 5"),
      [f"{ALIBI}: claims[0].expect.value: expected a finite number, got nan"]),
     ("expect_at_inf", "alibi", lambda c: c["claims"][1]["expect"].update(at=math.inf),
      [f"{ALIBI}: claims[1].expect.at: expected a finite number, got inf"]),
-    ("expect_value_text", "alibi", lambda c: c["claims"][0]["expect"].update(value="1.05"),
+    ("expect_value_text", "alibi", lambda c: c["claims"][0]["expect"].update(value="1.05", value_from="Table 5"),
      [f"{ALIBI}: claims[0].expect.value: expected number, got '1.05'"]),
     ("expect_variant", "alibi", lambda c: c["claims"][0]["expect"].update(variant="fine_tuned"),
      [f"{ALIBI}: claims[0].expect.variant: expected one of zero_shot, finetuned, scratch or null, "
       "got 'fine_tuned'; did you mean 'finetuned'?"]),
-    ("expect_baseline_self", "alibi", lambda c: c["claims"][1]["expect"].update(baseline="alibi"),
-     [f"{ALIBI}: claims[1].expect.baseline: a card cannot be its own baseline"]),
+    ("expect_comparator_self", "alibi", lambda c: c["claims"][1]["expect"].update(comparator="alibi"),
+     [f"{ALIBI}: claims[1].expect.comparator: a card cannot be its own comparator"]),
+    # thresholds and lengths that cannot be derived from the claim's own numbers are named
+    ("ratio_needs_two_points", "alibi", lambda c: c["claims"][0]["points"].pop(),
+     [f"{ALIBI}: claims[0].expect.value: cannot be derived: ppl_ratio needs two points (the train length and the "
+      "test length), or an explicit value with value_from"]),
+    ("ratio_with_explicit_value", "alibi",
+     lambda c: (c["claims"][0]["points"].pop(), c["claims"][0]["expect"].update(value=0.93, value_from="Table 5")),
+     []),
+    ("vs_needs_comparator_points", "alibi",
+     lambda c: (c["claims"][1]["expect"].pop("value"), c["claims"][1]["expect"].pop("value_from"),
+                c["claims"][1].update(points=[{"length": 4096, "value": 18.4}])),
+     [f"{ALIBI}: claims[1].expect.value: cannot be derived: ppl_vs needs comparator_points at the claim's last "
+      "point's length, or an explicit value with value_from"]),
+    ("vs_comparator_point_at_another_length", "alibi",
+     lambda c: (c["claims"][1]["expect"].pop("value"), c["claims"][1]["expect"].pop("value_from"),
+                c["claims"][1]["expect"].update(comparator_points=[{"length": 2048, "value": 30.0}]),
+                c["claims"][1].update(points=[{"length": 4096, "value": 18.4}])),
+     [f"{ALIBI}: claims[1].expect.value: cannot be derived: ppl_vs needs comparator_points at the claim's last "
+      "point's length, or an explicit value with value_from"]),
+    ("vs_derived_from_comparator_points", "alibi",
+     lambda c: (c["claims"][1]["expect"].pop("value"), c["claims"][1]["expect"].pop("value_from"),
+                c["claims"][1]["expect"].update(comparator_points=[{"length": 4096, "value": 30.0}]),
+                c["claims"][1].update(points=[{"length": 4096, "value": 18.4}])),
+     []),
+    ("length_underivable", "alibi", lambda c: c["claims"][1]["expect"].pop("at"),
+     [f"{ALIBI}: claims[1].expect.at: missing: give 'at', or points and a train_length to derive it from"]),
+    ("length_from_two_points", "alibi", _claim0(train_length=None), []),
     ("point_value_nan", "alibi", lambda c: c["claims"][0]["points"][0].update(value=math.nan),
      [f"{ALIBI}: claims[0].points[0].value: expected a finite number, got nan"]),
 ]
@@ -212,8 +255,8 @@ def test_yaml_booleans_are_only_true_and_false(repo: Path) -> None:
 def test_yaml_nan_in_expect_is_named(repo: Path) -> None:
     """YAML's own spelling of NaN (`.nan`) in a threshold: reported, never judged."""
     p = repo / ALIBI
-    p.write_text(p.read_text(encoding="utf-8").replace("value: 1.05}", "value: .nan}"), encoding="utf-8")
-    assert messages(repo) == [f"{ALIBI}: claims[0].expect.value: expected a finite number, got nan"]
+    p.write_text(p.read_text(encoding="utf-8").replace("value: 1.0,", "value: .nan,"), encoding="utf-8")
+    assert messages(repo) == [f"{ALIBI}: claims[1].expect.value: expected a finite number, got nan"]
 
 
 def test_oversized_card_is_one_problem(repo: Path) -> None:
@@ -289,7 +332,7 @@ def test_missing_bibliography(repo: Path) -> None:
 def test_registered_id_without_card(repo: Path) -> None:
     """Both registration forms are checked: a class (fake.py) and a scaling function (rope.py)."""
     (repo / "taxonomy/methods/rope.yaml").unlink()
-    edit(repo, "alibi", lambda c: c["claims"].pop(1))  # its baseline was rope
+    edit(repo, "alibi", lambda c: c["claims"].pop(1))  # its comparator was rope
     assert messages(repo) == [
         "src/posenc/pe/rope.py:8: default_inv_freq: registry id 'rope' has no card taxonomy/methods/rope.yaml"
     ]

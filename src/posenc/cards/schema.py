@@ -301,8 +301,6 @@ def _expect_rules(expect: Mapping[str, Any], path: str) -> Iterator[tuple[str, s
         yield _join(path, "value"), "required for accuracy claims (with value_from)"
     if "comparator_points" in expect and metric != "ppl_vs":
         yield _join(path, "comparator_points"), "only allowed when metric is 'ppl_vs'"
-    if expect.get("at") is not None and isinstance(expect.get("at"), (int, float)) and expect["at"] < 1:
-        yield _join(path, "at"), f"must be a factor >= 1 of the training length, got {expect['at']!r}"
 
 
 EXPECT_SCHEMA = _map(
@@ -315,7 +313,7 @@ EXPECT_SCHEMA = _map(
     variant=_enum(*EXPECT_VARIANTS, nullable=True),
     comparator=_str(pattern=ID_RE),
     task=_enum(*EXPECT_TASKS),
-    at=Spec("number", minimum=0),
+    at=Spec("number", minimum=1),  # a factor of the training length: 1x is the training length itself
     value=Spec("number"),
     value_from=_str(),
     comparator_points=_list(_map(length=Spec("int", minimum=1), value=Spec("number"))),

@@ -289,7 +289,8 @@ def attention_map(model: Any, x: Any) -> Any:
     blk = model.blocks[0]
     with torch.no_grad():
         ctx = model.context(x)
-        h = blk.ln1(model.pe.embed(model.wte(x) * model.cfg.token_scale, ctx))
+        s = model.cfg.token_scale
+        h = blk.ln1(model.pe.embed(model.wte(x) * s, ctx) / s)
         B, T, Cn = h.shape
         H = model.cfg.n_head
         q, k, _ = blk.attn.qkv(h).split(Cn, dim=2)

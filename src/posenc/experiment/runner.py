@@ -32,6 +32,7 @@ from posenc import data as D
 from posenc import paths
 from posenc import tasks as T
 from posenc.experiment import evaluate as EV
+from posenc.experiment.checks import check_distinct
 from posenc.experiment.presets import PROTOCOL_VERSION, Arch, resolve_device
 from posenc.experiment.results import SCHEMA, Result, ResultError, read_result, write_json_atomic
 from posenc.experiment.spec import BASELINES, RunSpec, config_hash
@@ -265,6 +266,7 @@ def run_seed(spec: RunSpec, *, results_dir: str | Path | None = None, force: boo
     path = spec.result_path(results_dir)
     if not force and (old := _existing(path, spec.key)) is not None:
         return old
+    check_distinct(spec)  # a degenerate configuration is an error, not a result
     # Bias methods push many logits far below zero, whose exp() is subnormal in float32; CPU arithmetic on
     # subnormals is several times slower, and flushing them to zero changes no probability above 1e-38.
     torch.set_flush_denormal(True)
