@@ -1,9 +1,10 @@
 """Which synthetic tasks does a cpu-preset-sized model learn at the training length? (the Protocol page's table)
 
 Trains a 2-layer byte model with RoPE on each candidate task alone at L = 64 and prints its exact-match accuracy
-at 1x, 2x and 4x L after the given number of steps. Candidates: the two tasks of ``posenc.tasks`` (needle,
-latest) and three harder forms that were tried first: the 5-digit passkey, the duplicate-string copy and the
-sum of two scattered digits modulo 10 (a bounded form of the survey's A.3 chain).
+at 1x, 2x and 4x L after the given number of steps. Candidates: the tasks of ``posenc.tasks`` (needle, latest,
+addition) and three harder forms that were tried first: the 5-digit passkey, the duplicate-string copy and the
+sum of two scattered digits modulo 10 (a bounded form of the survey's A.3 chain). Evaluation examples are
+drawn with the training distribution (random lengths for copy and addition).
 
     python scripts/task_learnability.py --steps 300 --d-model 64 --out results/task_learnability.json
 """
@@ -79,6 +80,7 @@ def scattered_sum(n: int, length: int, rng: np.random.Generator) -> tuple[np.nda
 CANDIDATES: dict[str, Make] = {
     "needle": lambda n, length, rng: T.TASKS["needle"].make(n, length, rng, False),
     "latest": lambda n, length, rng: T.TASKS["latest"].make(n, length, rng, False),
+    "addition": lambda n, length, rng: T.TASKS["addition"].make(n, length, rng, False),
     "passkey5": passkey5, "copy": copy, "scattered_sum": scattered_sum,
 }
 

@@ -1,10 +1,9 @@
-"""Corpora, the checksummed downloader (offline, against 127.0.0.1) and the synthetic tasks."""
+"""Corpora, the interleaved split, the evaluation span and the checksummed downloader (offline, 127.0.0.1)."""
 
 from __future__ import annotations
 
 import hashlib
 import http.server
-import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -44,12 +43,25 @@ def test_corpus_does_not_depend_on_what_this_process_imported() -> None:
     assert out.stdout.strip() == D.load_corpus().sha256
 
 
-def test_split_is_the_last_ten_percent() -> None:
+def test_split_is_every_tenth_chunk() -> None:
     corpus = D.load_corpus()
     data = np.frombuffer(D.default_corpus_bytes(), dtype=np.uint8)
-    assert np.array_equal(np.concatenate([corpus.train, corpus.valid]), data)
-    assert abs(corpus.valid.size / data.size - 0.10) < 1e-3
-    assert corpus.valid.dtype == np.uint8 and corpus.train.max() <= 255
+    chunks = [data[i:i + D.SPLIT_CHUNK] for i in range(0, data.size, D.SPLIT_CHUNK)]
+    assert np.array_equal(corpus.valid, np.concatenate(chunks[D.SPLIT_EVERY - 1::D.SPLIT_EVERY]))
+    assert corpus.train.size + corpus.valid.size == data.size
+    assert abs(corpus.valid.size / data.size - 1 / D.SPLIT_EVERY) < 0.01
+    assert corpus.valid.dtype == np.uint8 and "interleaved" in corpus.split_info()["kind"]
+    with pytest.raises(ValueError, match="every >= 2"):
+        D.interleaved_split(data, every=1)
+
+
+def test_every_length_scores_the_same_span() -> None:
+    corpus = D.load_corpus()
+    stream, start = D.eval_span(corpus.valid, 16384, 2048)
+    assert start == 2048 and stream.size == 2048 + 16384 + 1
+    assert np.array_equal(stream, corpus.valid[:stream.size])
+    with pytest.raises(ValueError, match="evaluation needs 10000001"):
+        D.eval_span(corpus.valid, 10_000_000, 0)
 
 
 def test_unknown_corpus_and_missing_checksum_are_named() -> None:
@@ -126,82 +138,3 @@ def test_optional_corpus_through_the_downloader(server: str, tmp_path: Path, mon
     assert bytes(corpus.valid).startswith(b" = Robert Boulter =")
     assert corpus.sha256 == sha
     assert (tmp_path / "env-cache" / "data" / "wikitext-103-raw-v1.zip").exists()  # POSENC_CACHE honoured
-
-
-# --------------------------------------------------------------------------- arithmetic chain
-def _value(prompt: str) -> int:
-    v = int(prompt[0])
-    for s, d in re.findall(r"([+-])(\d)", prompt):
-        v = (v + int(d)) % 10 if s == "+" else (v - int(d)) % 10
-    return v
-
-
-def test_arithmetic_answers_and_lengths() -> None:
-    for length in (16, 64, 129):
-        x, y = D.arithmetic_eval_set(length, 50, seed=3)
-        assert x.shape == (50, length)
-        for row, ans in zip(x, y, strict=True):
-            prompt = bytes(row).decode().lstrip()
-            assert prompt.endswith("=") and re.fullmatch(r"\d([+-]\d)+=", prompt)
-            assert _value(prompt) == int(chr(ans))
-    x2, y2 = D.arithmetic_eval_set(64, 50, seed=3)
-    assert np.array_equal(D.arithmetic_eval_set(64, 50, seed=3)[0], x2)  # seeded
-    assert not np.array_equal(D.arithmetic_eval_set(64, 50, seed=4)[0], x2)
-
-
-def test_arithmetic_answers_are_uniform() -> None:
-    _, y = D.arithmetic_eval_set(64, 3000, seed=0)
-    freq = np.bincount(y - ord("0"), minlength=10) / y.size
-    assert freq.min() > 0.07 and freq.max() < 0.13
-
-
-def test_no_local_shortcut_but_bounded_chains_leak() -> None:
-    x, y = D.arithmetic_eval_set(128, 2000, seed=1)
-    for k in (4, 16, 64, 127):
-        assert abs(D.local_window_accuracy(x, y, k) - 0.1) < 0.03, k
-    assert D.local_window_accuracy(x, y, 128) == 1.0  # seeing everything solves it: the predictor is real
-    xb, yb = D.arithmetic_eval_set(128, 2000, seed=1, bounded=True)
-    assert D.local_window_accuracy(xb, yb, 16, bounded=True) > 0.35  # the shortcut the design warns about
-
-
-def test_arithmetic_training_targets_are_the_answers() -> None:
-    rng = np.random.default_rng(0)
-    x, y = D.arithmetic_batch(6, 64, rng)
-    assert x.shape == y.shape == (6, 64)
-    n_targets = 0
-    for row, tgt in zip(x, y, strict=True):
-        text = bytes(row.astype(np.uint8)).decode()
-        for i in np.flatnonzero(tgt != D.IGNORE):
-            assert text[i] == "="
-            start = text.rfind("\n", 0, i) + 1
-            assert _value(text[start:i + 1]) == int(chr(tgt[i]))
-            n_targets += 1
-    assert n_targets >= 6
-    with pytest.raises(ValueError, match="'length'"):
-        D.arithmetic_eval_set(3, 1, 0)
-
-
-# --------------------------------------------------------------------------- passkey
-def test_passkey_examples() -> None:
-    x, keys = D.passkey_eval_set(256, 8, seed=0)
-    assert x.shape == (8, 256) and keys.shape == (8, 5)
-    depths = []
-    for row, key in zip(x, keys, strict=True):
-        text, k = bytes(row).decode(), bytes(key).decode()
-        assert text.endswith(D.PASSKEY_QUERY + k)
-        assert text.count(k) == 2 and re.fullmatch(r"[1-9]\d{4}", k)
-        depths.append(text.index(D.PASSKEY_NEEDLE.format(key=k)))
-    assert depths == sorted(depths) and depths[-1] - depths[0] > 100  # spread over the filler
-    with pytest.raises(ValueError, match="'length' must be at least"):
-        D.passkey_example(20, np.random.default_rng(0))
-
-
-def test_passkey_training_targets_are_the_key() -> None:
-    x, y = D.passkey_train_batch(4, 64, np.random.default_rng(1))
-    for row, tgt in zip(x, y, strict=True):
-        scored = tgt[tgt != D.IGNORE]
-        assert scored.size == 5
-        key = bytes(scored.astype(np.uint8)).decode()
-        text = bytes(row.astype(np.uint8)).decode()
-        assert D.PASSKEY_NEEDLE.format(key=key) in text
-        assert text.endswith(D.PASSKEY_QUERY + key[:4])  # the last input digit predicts the fifth

@@ -8,13 +8,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from posenc import experiment as E
+from posenc import paths
 from posenc.cli import main
-from posenc.pe.base import available
+from posenc.experiment import results as R
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["--set", "steps=8", "--set", "finetune_steps=2", "--set", "eval_tokens=256", "--set", "task_examples=8"]
+SMALL = ["--set", "steps=6", "--set", "finetune_steps=2", "--set", "task_steps=4", "--set", "eval_bytes=128",
+         "--set", "task_examples=4"]
 
 
 @pytest.fixture(scope="module")
@@ -38,27 +39,50 @@ def _outputs(nb: nbformat.NotebookNode) -> tuple[int, list[str]]:
     return pngs, errors
 
 
-@pytest.mark.parametrize("method", ["rope", "alibi", "pi"])
+def _result(work: Path, name: str) -> R.Result:
+    return R.read_result(work / "results" / "smoke" / f"{name}-seed0.json")
+
+
+@pytest.mark.parametrize("method", ["rope", "pi"])
 def test_posenc_run_executes_the_notebook(method: str, work: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if method not in available():
-        pytest.skip(f"{method} has no implementation yet")
     out = work / "book" / f"{method}.ipynb"
     rc = main(["run", method, "--preset", "smoke", "--device", "cpu", "--out", str(out),
-               "--results", str(work / "results"), *SMALL])
+               "--results", str(work / "results")])
     assert rc == 0, capsys.readouterr().err
     nb = nbformat.read(out, as_version=4)
     pngs, errors = _outputs(nb)
-    assert not errors and pngs >= 3  # positional signal, loss, curves
-    res = json.loads(E.result_path(method, "smoke", 0, work / "results").read_text())
-    assert res["complete"] and res["method"] == method and res["config"]["steps"] == 8
+    assert not errors and pngs >= 2  # the key figure; positional signal and loss
+    assert nb.metadata["title"].endswith("executed notebook (smoke)") and nb.metadata["posenc"]["tag"] == ""
+    assert nb.cells[0].source.startswith(f"# {nb.metadata['title']}")
+    assert str(work) not in out.read_text()  # no absolute path of this machine in the notebook
+    res = _result(work, f"{method}{nb.metadata['posenc']['tag']}")
+    assert res.complete and res.method == method and res.data["config"]["steps"] == 30
     if method == "pi":
-        assert res["kind"] == "applied" and set(res["variants"]) == {"zero_shot", "finetuned"}
-    # The baselines' results were stored beside it, through the same cache.
-    assert E.load_result("rope", "smoke", 0, work / "results") is not None
+        assert res.data["kind"] == "applied" and set(res.variants) == {"zero_shot", "finetuned"}
+    else:
+        assert set(res.variants) == {"scratch", "finetuned"}  # RoPE stores the fine-tuned control
+    marker = R.marker_path(f"{method}{nb.metadata['posenc']['tag']}", "smoke", work / "results")
+    assert json.loads(marker.read_text())["key"] == res.key
+    # A second run finds the marker and skips.
+    assert main(["run", method, "--preset", "smoke", "--device", "cpu", "--out", str(out),
+                 "--results", str(work / "results")]) == 0
+    assert "complete, skipped" in capsys.readouterr().out
+
+
+def test_hyperparameters_never_replace_the_canonical_result(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = {p: p.read_bytes() for p in (work / "results" / "smoke").glob("pi*-seed0.json")}
+    assert before  # the canonical run above
+    rc = main(["run", "pi", "--preset", "smoke", "--device", "cpu", "--hp", "scale=2", "--out", str(work / "book"),
+               "--results", str(work / "results"), *SMALL])
+    assert rc == 0, capsys.readouterr().err
+    after = {p: p.read_bytes() for p in (work / "results" / "smoke").glob("pi*-seed0.json")}
+    new = set(after) - set(before)
+    assert len(new) == 1 and R.read_result(new.pop()).data["user_hparams"] == {"scale": 2}
+    assert all(after[p] == b for p, b in before.items())  # nothing computed earlier was replaced
 
 
 def test_a_failing_cell_reports_the_error_and_the_notebook(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    template = nbformat.read(E.repo_root() / "notebooks" / "extrapolation.ipynb", as_version=4)
+    template = nbformat.read(paths.find_root() / "notebooks" / "extrapolation.ipynb", as_version=4)
     template.cells.append(nbformat.v4.new_code_cell('raise RuntimeError("deliberate failure")'))
     broken = work / "broken.ipynb"
     nbformat.write(template, broken)
@@ -67,9 +91,12 @@ def test_a_failing_cell_reports_the_error_and_the_notebook(work: Path, capsys: p
                "--results", str(work / "results"), *SMALL])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "deliberate failure" in err and str(out) in err and "RuntimeError" in err
+    assert "deliberate failure" in err and "nope-broken.ipynb" in err and "RuntimeError" in err
     assert out.exists()  # the executed notebook, with the error, is kept for inspection
-    assert E.load_result("nope", "smoke", 0, work / "results") is not None  # completed results are kept
+    kept = list((work / "results" / "smoke").glob("nope@*-seed0.json"))
+    assert len(kept) == 1 and R.read_result(kept[0]).complete  # completed results are kept
+    name = kept[0].name.rsplit("-seed", 1)[0]
+    assert not R.marker_path(name, "smoke", work / "results").exists()  # but the run is not complete
 
 
 def test_bad_arguments_fail_before_running(capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,6 +104,10 @@ def test_bad_arguments_fail_before_running(capsys: pytest.CaptureFixture[str]) -
     assert "ropee" in capsys.readouterr().err
     assert main(["run", "rope", "--set", "stepz=3"]) == 2
     assert "stepz" in capsys.readouterr().err
+    assert main(["run", "rope", "--seeds", "-1"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert main(["run", "yarn", "--hp", "scale"]) == 2
+    assert "--hp expects NAME=VALUE" in capsys.readouterr().err
     assert main(["run"]) == 2
 
 
@@ -92,10 +123,10 @@ def test_a_broken_card_is_named_before_running(repo: Path, monkeypatch: pytest.M
 
 
 def test_leaderboard_command(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if E.load_result("rope", "smoke", 0, work / "results") is None:
+    if not (work / "results" / "smoke" / "rope-seed0.json").exists():
         pytest.skip("needs the results of the notebook runs above")
     assert main(["leaderboard", "--preset", "smoke", "--results", str(work / "results")]) == 0
-    for ext in ("csv", "md", "png"):
-        assert (work / "results" / "smoke" / f"leaderboard.{ext}").exists()
+    for name in ("leaderboard.csv", "leaderboard.md", "leaderboard.png", "ledger.json"):
+        assert (work / "results" / "smoke" / name).exists()
     assert main(["leaderboard", "--preset", "gpu", "--results", str(work / "results")]) == 1
-    assert "no complete results" in capsys.readouterr().err
+    assert "no complete protocol-2 results" in capsys.readouterr().err

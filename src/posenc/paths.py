@@ -38,6 +38,7 @@ __all__ = [
     "YAMLReadError",
     "find_root",
     "is_checkout",
+    "notebook_template",
     "relative",
     "results_dir",
     "cache_dir",
@@ -104,6 +105,16 @@ def find_root(root: str | os.PathLike[str] | None = None) -> Path:
         return _BUNDLE
     raise RootError(f"cannot find {CATEGORIES_FILE}: run inside the posenc repository, set {ROOT_ENV}, or pass "
                     "--root")
+
+
+def notebook_template() -> Path:
+    """The notebook ``posenc run`` executes: it belongs to the code, so it is found next to this package (the
+    checkout's ``notebooks/``, or the copy bundled in a wheel), whatever root the cards come from."""
+    for candidate in (_PACKAGE.parents[1] / "notebooks" / "extrapolation.ipynb",
+                      _BUNDLE / "notebooks" / "extrapolation.ipynb"):
+        if candidate.is_file():
+            return candidate
+    raise RootError("cannot find the notebook template notebooks/extrapolation.ipynb next to the posenc package")
 
 
 def is_checkout(root: Path) -> bool:

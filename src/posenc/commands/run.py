@@ -19,7 +19,6 @@ from typing import Any
 
 from posenc import paths
 
-TEMPLATE = Path("notebooks") / "extrapolation.ipynb"
 PRESET_NAMES = ("smoke", "cpu", "gpu")
 
 
@@ -44,7 +43,7 @@ def add_parsers(sub: Any) -> None:  # argparse's private _SubParsersAction type
     p.add_argument("--jobs", type=int, default=1, help="notebooks run at once with --all (default 1)")
     p.add_argument("--backend", default="local", choices=("local", "submitit"),
                    help="where --all runs its jobs: this machine, or a cluster through submitit")
-    p.add_argument("--template", help=f"notebook template (default {TEMPLATE})")
+    p.add_argument("--template", help="notebook template (default: notebooks/extrapolation.ipynb of the package)")
     p.set_defaults(handler=_run)
 
     lb = sub.add_parser("leaderboard", help="summarise stored results: results/<preset>/leaderboard.{csv,md,png}",
@@ -97,13 +96,13 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
         if args.all and hparams:
             raise ValueError("--hp applies to one method; give an ID instead of --all")
-        root = paths.find_root()
-        template = Path(args.template) if args.template else root / TEMPLATE
-        if not template.is_file():
-            raise ValueError(f"notebook template {template} not found")
+        template = Path(args.template) if args.template else None
+        if template is not None and not template.is_file():
+            raise ValueError(f"--template {template}: not found")
         plan = S.plan(None if args.all else [args.id], preset=args.preset, seeds=seeds, hparams=hparams,
                       overrides=overrides, device=args.device, out=Path(args.out) if args.out else None,
-                      results_dir=Path(args.results) if args.results else None, template=template)
+                      results_dir=Path(args.results) if args.results else None,
+                      template=template or paths.notebook_template())
     except (ValueError, paths.RootError) as e:
         print(f"posenc run: {e}", file=sys.stderr)
         return 2

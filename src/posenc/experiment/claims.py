@@ -177,7 +177,9 @@ def judge(test: Test, own: Sequence[Result], lookup: Lookup, applies_to: str | N
         other, other_variant = lookup(applies_to), _control_variant(variant)
     elif test.comparator:
         other = lookup(test.comparator)
-        other_variant = None
+        # Like with like: the comparator's variant of the same name when it has one (a zero-shot test against
+        # YaRN uses YaRN's zero-shot run), else its own primary one (a method trained from scratch).
+        other_variant = variant if other and variant in other[0].variants else None
     if test.comparator and not other:
         return "not tested", f"comparator {test.comparator!r} has no results at this preset", None
     if test.metric == "ppl_ratio":

@@ -99,6 +99,9 @@ def lm_curves(model_for: ModelFor, p: Preset, corpus: D.Corpus, device: torch.de
         length = factor * p.train_len
         base = {"length": length, "factor": factor}
         batch = max(1, p.eval_batch_tokens // length)
+        # Methods that sample positions at evaluation (randomized PE) draw the same positions whatever ran
+        # before: every evaluation of a length starts from one seed.
+        torch.manual_seed(T.EVAL_SEED + length)
         try:
             model = model_for(length)
             starts = list(range(start, start + p.eval_bytes, length))
@@ -134,6 +137,7 @@ def task_curve(model_for: ModelFor, task: T.Task, p: Preset, device: torch.devic
     for factor in p.eval_factors:
         length = factor * p.train_len
         base = {"length": length, "factor": factor}
+        torch.manual_seed(T.EVAL_SEED + length)  # as in lm_curves
         try:
             model = model_for(length)
             x_np, y_np = task.eval_set(length, p.task_examples)

@@ -16,15 +16,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt  # headless machines fall back to the Agg backend by themselves
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
-
-from posenc.cards import find_card, load_cards  # noqa: E402
-from posenc.experiment.aggregate import Series, lm_series, position_series, task_series  # noqa: E402
-from posenc.experiment.results import Result  # noqa: E402
-from posenc.experiment.spec import BASELINES  # noqa: E402
+from posenc.cards import find_card, load_cards
+from posenc.experiment.aggregate import Series, lm_series, position_series, task_series
+from posenc.experiment.results import Result
+from posenc.experiment.spec import BASELINES
 
 __all__ = ["FAMILIES", "family_of", "style", "band", "method_figure", "leaderboard_figure", "plot_loss",
            "positional_signal", "attention_map", "RATIO_CLIP"]
@@ -39,9 +36,10 @@ FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Beyond the PE", ("beyond_pe",)),
 )
 _BASE_COLOURS = {"rope": "#1f77b4", "alibi": "#2ca02c", "sinusoidal": "#ff7f0e", "nope": "#7f7f7f"}
+# Distinct from the baselines' blue, green, orange and grey, and from each other.
 _PALETTE = ("#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31",
-            "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363", "#fd8d3c", "#74c476",
-            "#9e9ac8", "#d6616b", "#ce6dbd", "#6baed6", "#fdae6b", "#a1d99b")
+            "#843c39", "#7b4173", "#e7298a", "#a6761d", "#66a61e", "#7570b3", "#b15928", "#fb9a99", "#cab2d6",
+            "#ffd92f", "#1b9e77", "#e31a1c", "#6a3d9a", "#b2df8a", "#000000")
 _MARKERS = ("o", "s", "^", "D", "v", "P")
 #: Perplexity ratios above this are drawn at the clip line with an upward marker.
 RATIO_CLIP = 8.0
@@ -72,11 +70,11 @@ def style(method: str) -> dict[str, Any]:
     return dict(_STYLES.get(method, {"color": "#000000", "marker": "x"}))
 
 
-def band(ax: Any, s: Series, *, clip: float | None = None, **kw: Any) -> None:
+def band(ax: Any, s: Series, *, clip: float | None = None, **kw: Any) -> bool:
     """The series' means as a line and its intervals as a band; values above ``clip`` sit on the clip line
-    with an upward triangle (the axis is broken there, not the data)."""
+    with an upward triangle (the axis is broken there, not the data). Returns True when something was clipped."""
     if not s.x:
-        return
+        return False
     ys = [iv.mean for iv in s.y]
     lo = [iv.lo for iv in s.y]
     hi = [iv.hi for iv in s.y]
@@ -88,9 +86,25 @@ def band(ax: Any, s: Series, *, clip: float | None = None, **kw: Any) -> None:
         if over:
             ax.scatter([s.x[i] for i in over], [clip] * len(over), marker="^", s=40, color=kw.get("color"),
                        zorder=5, clip_on=False)
+    else:
+        over = []
     line, = ax.plot(s.x, ys, label=s.label, ms=4, **kw)
     if any(a != b for a, b in zip(lo, hi, strict=True)):
         ax.fill_between(s.x, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+    return bool(over)
+
+
+def _ratio_axis(ax: Any, clipped: bool) -> None:
+    """Log y from just below 1 to just above the data (the clip line when something was clipped)."""
+    ys = [y for line in ax.lines for y in line.get_ydata() if math.isfinite(y) and y > 0]
+    top = RATIO_CLIP if clipped else min(RATIO_CLIP, max(ys, default=1.0) * 1.15)
+    bottom = min(0.9, min(ys, default=1.0) * 0.95)
+    ax.set_ylim(bottom, max(top, 1.1))
+    ax.axhline(1.0, color="k", lw=0.5)
+    if clipped:
+        ax.axhline(RATIO_CLIP, color="gray", lw=0.6, ls="--")
+        ax.text(0.99, 0.98, f"▲: above {RATIO_CLIP:g} (clipped)", transform=ax.transAxes, ha="right", va="top",
+                fontsize=8, color="gray")
 
 
 Lookup = Callable[[str], Sequence[Result]]
@@ -114,7 +128,10 @@ def _series_specs(method: str, own: Sequence[Result], lookup: Lookup, comparator
                     {**style(base), "lw": 1.6, "ls": ":"}))
     for c in sorted(comparators - {"control"}):
         if c not in shown and lookup(c):
-            out.append((c, lookup(c), None, {**style(c), "lw": 1.6, "ls": "-."}))
+            rs = lookup(c)
+            same = primary if primary in rs[0].variants else None  # like with like, as the verdicts compare
+            out.append((f"{c} ({same})" if same and len(rs[0].variants) > 1 else c, rs, same,
+                        {**style(c), "lw": 1.6, "ls": "-."}))
             shown.add(c)
     for b in BASELINES:
         if b not in shown and lookup(b):
@@ -137,11 +154,11 @@ def method_figure(method: str, lookup: Lookup, comparators: set[str] | None = No
     panels = [(axes[0, 0], "lm", "perplexity / perplexity at 1× (non-overlapping windows)"),
               (axes[0, 1], "lm_sliding", "perplexity / perplexity at 1× (sliding window, stride l/2)")]
     for ax, protocol, title in panels:
+        clipped = False
         for label, rs, variant, kw in specs:
-            band(ax, lm_series(rs, label, protocol=protocol, variant=variant), clip=RATIO_CLIP, **kw)
+            clipped |= band(ax, lm_series(rs, label, protocol=protocol, variant=variant), clip=RATIO_CLIP, **kw)
         ax.set(xscale="log", yscale="log", title=title, xlabel="evaluation length (bytes)")
-        ax.axhline(1.0, color="k", lw=0.5)
-        ax.axhline(RATIO_CLIP, color="gray", lw=0.6, ls="--")
+        _ratio_axis(ax, clipped)
     ax = axes[0, 2]
     for label, rs, variant, kw in specs:
         band(ax, position_series(rs, label, variant), **{k: v for k, v in kw.items() if k != "marker"})
@@ -175,13 +192,13 @@ def leaderboard_figure(col: Any, path: Path) -> None:
     fig, axes = plt.subplots(n, 1, figsize=(11, 4.2 * n))
     for i, ax in enumerate(axes):
         title, _ = FAMILIES[i]
+        clipped = False
         for m in groups.get(i, []):
             rs = col.lookup(m)
-            band(ax, lm_series(rs, m, variant=rs[0].primary), clip=RATIO_CLIP, **style(m), lw=1.5)
+            clipped |= band(ax, lm_series(rs, m, variant=rs[0].primary), clip=RATIO_CLIP, **style(m), lw=1.5)
         ax.set(xscale="log", yscale="log", title=title, xlabel="evaluation length (bytes)",
                ylabel="ppl / ppl at 1×")
-        ax.axhline(1.0, color="k", lw=0.5)
-        ax.axhline(RATIO_CLIP, color="gray", lw=0.6, ls="--")
+        _ratio_axis(ax, clipped)
         ax.grid(alpha=0.3, which="both")
         if ax.lines:
             ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
@@ -229,8 +246,8 @@ def positional_signal(spec: Any, model: Any, ax: Any = None) -> Any:
     pe, p = model.pe, spec.preset
     T = min(4 * p.train_len, 512)
     dev = next(model.parameters()).device
-    span, start = D.eval_span(D.load_corpus().valid, p.eval_bytes, p.max_len)
-    text = torch.from_numpy(span[start:start + T].astype(np.int64)).to(dev)[None]  # token-dependent biases
+    valid = D.load_corpus().valid  # validation text: token-dependent biases and the attention map read it
+    text = torch.from_numpy(valid[:T].astype(np.int64)).to(dev)[None]
     pos = torch.arange(T, dtype=torch.float32, device=dev)
     with torch.no_grad():
         b = None if pe.needs_explicit() else pe.bias(pe.context(pos, tokens=text), 0)
@@ -270,7 +287,7 @@ def positional_signal(spec: Any, model: Any, ax: Any = None) -> Any:
             ax.legend(fontsize=8)
             return ax
         length = 2 * p.train_len
-        x = torch.from_numpy(span[start:start + 4 * length].astype(np.int64)).view(4, length).to(pos.device)
+        x = torch.from_numpy(valid[:4 * length].astype(np.int64)).view(4, length).to(pos.device)
         att = attention_map(model, x)
     from matplotlib.colors import LogNorm
 

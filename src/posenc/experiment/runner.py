@@ -232,7 +232,8 @@ def _task_ft_sampler(task: T.Task, spec: RunSpec, device: torch.device) -> Calla
 
 
 # =========================================================================== one seed
-def _git_commit() -> str:
+def git_commit() -> str:
+    """The checkout's HEAD commit, or 'unknown' outside a git checkout."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.find_root(), capture_output=True, text=True,
                              timeout=10)
@@ -341,7 +342,7 @@ def run_seed(spec: RunSpec, *, results_dir: str | Path | None = None, force: boo
         "metadata": {
             "device": dev.type, "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda"
             else platform.processor() or platform.machine(),
-            "torch": torch.__version__, "python": platform.python_version(), "git_commit": _git_commit(),
+            "torch": torch.__version__, "python": platform.python_version(), "git_commit": git_commit(),
             "corpus": corpus.name, "corpus_sha256": corpus.sha256, "split": corpus.split_info(),
             "wall_time_s": round(time.perf_counter() - t0, 3), "peak_memory_mb": round(_peak_memory_mb(dev), 1),
             "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -134,8 +134,14 @@ def clean_notebook(path: Path, job: Job, wall_s: float) -> None:
         if key in pm:
             pm[key] = Path(pm[key]).name
     params = pm.get("parameters", {})
-    if params.get("results_dir"):
-        params["results_dir"] = None
+    if params.get("results_dir"):  # a results folder given on the command line: never stored absolute
+        rel = paths.relative(params["results_dir"])
+        if Path(rel).is_absolute():  # outside the checkout: keep only its name
+            rel = Path(rel).name
+        for cell in nb.cells:
+            if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+                cell.source = cell.source.replace(repr(params["results_dir"]).replace("'", '"'), repr(rel))
+        params["results_dir"] = rel
     card_name = job.spec.method
     try:
         from posenc.cards import card_path, load_card
@@ -162,7 +168,10 @@ def execute_job(job: Job, template: Path, *, force: bool = False, kernel: str | 
 
     job.notebook.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    from posenc.experiment.runner import git_commit
+
     params = {"method": job.spec.method, "preset": job.spec.preset.name, "seeds": list(job.seeds),
+              "posenc_commit": git_commit(),
               "device": job.spec.device, "hparams": dict(job.spec.user_hparams),
               "overrides": dict(job.spec.overrides), "force": force,
               "results_dir": None if job.results_dir is None else str(job.results_dir)}
