@@ -22,7 +22,8 @@ How a layer attends is chosen once per forward, in one place (:meth:`Transformer
   is_causal cost instead of 2× at 4k tokens on CPU);
 * ``flex``: FlexAttention with the bias computed in-kernel (``pe.score_mod``, e.g. ALiBi), compiled, chosen
   by ``attn="auto"`` on CUDA only (it has no backward on CPU);
-* ``explicit``: ``pe.logits`` materialised; PEs that override ``logits`` always take it. Without autograd,
+* ``explicit``: ``pe.logits`` materialised and turned into weights by ``pe.weights`` (the softmax unless the PE
+  replaces it, as stick-breaking attention does); PEs that override either always take it. Without autograd,
   long sequences are evaluated in query chunks so that one (B, H, chunk, S) float32 logits tensor stays
   under ``explicit_chunk_mb``: peak memory grows linearly with length, not quadratically. With autograd the
   logits are materialised whole (chunking would save nothing: every chunk is kept for backward).
@@ -61,8 +62,8 @@ class ModelConfig:
     d_model: int = 128
     dropout: float = 0.0
     #: "auto": the fastest path the PE allows (see the module docstring); "sdpa": SDPA (is_causal or a
-    #: float mask) unless the PE overrides logits; "explicit": always materialise ``pe.logits``; "flex":
-    #: FlexAttention unless the PE overrides logits.
+    #: float mask) unless the PE overrides logits or weights; "explicit": always materialise ``pe.logits``;
+    #: "flex": FlexAttention unless the PE overrides logits or weights.
     attn: AttnMode = "auto"
     #: Cap (MiB) of one (B, H, chunk, S) float32 logits tensor on the explicit path without autograd.
     explicit_chunk_mb: float = 64.0
@@ -170,12 +171,13 @@ class Attention(nn.Module):
 
     def explicit(self, q: Tensor, k: Tensor, v: Tensor, ctx: PositionContext, pe: PositionalEncoding,
                  chunk: int | None) -> Tensor:
-        """softmax(masked ``pe.logits``)·v, whole or in query chunks of ``chunk`` rows: (B, H, T, D)."""
+        """``pe.weights``(``pe.logits``)·v (the softmax over the causal mask by default), whole or in query
+        chunks of ``chunk`` rows: (B, H, T, D)."""
         T, S = q.size(-2), k.size(-2)
         if chunk is None or chunk >= T:
             att = pe.logits(q, k, ctx, self.layer)  # (B, H, T, S)
-            att = att.float().masked_fill(~ctx.causal_mask(), float("-inf"))
-            return self.drop(att.softmax(dim=-1).to(v.dtype)) @ v
+            w = pe.weights(att, ctx.causal_mask(), ctx, self.layer)
+            return self.drop(w.to(v.dtype)) @ v
         halo, outs = pe.logits_halo, []
         for start in range(0, T, chunk):
             stop = min(start + chunk, T)
@@ -183,8 +185,9 @@ class Attention(nn.Module):
             first = max(0, start - halo)  # rows above the chunk that the PE's logits read (DAPE v2)
             sub = ctx.rows(first, stop, k_stop)
             att = pe.logits(q[:, :, first:stop], k[:, :, :k_stop], sub, self.layer)[:, :, start - first:]
-            att = att.float().masked_fill_(~sub.causal_mask()[start - first:], float("-inf"))
-            outs.append(self.drop(att.softmax(dim=-1).to(v.dtype)) @ v[:, :, :k_stop])
+            rows = sub if first == start else ctx.rows(start, stop, k_stop)  # the context of these rows
+            w = pe.weights(att, rows.causal_mask(), rows, self.layer)
+            outs.append(self.drop(w.to(v.dtype)) @ v[:, :, :k_stop])
         return torch.cat(outs, dim=2)
 
 
@@ -267,7 +270,7 @@ class Transformer(nn.Module):
     def plan(self, ctx: PositionContext, batch: int) -> list[LayerPlan]:
         """How each layer attends in this forward: the one place where the attention path is chosen."""
         mode, pe = self.cfg.attn, self.pe
-        explicit = mode == "explicit" or pe.overrides_logits()
+        explicit = mode == "explicit" or pe.needs_explicit()
         plans: dict[int, LayerPlan] = {}
         block_mask: list[BlockMask] = []  # built at most once per forward, shared by the flex layers
         out = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from posenc.experiment.presets import get_preset
 from posenc.experiment.spec import RunSpec, protocol_hparams
@@ -76,6 +77,13 @@ def test_protocol_hyperparameters_scale_with_the_model() -> None:
     assert protocol_hparams("irope", cpu)["nope_every"] <= cpu.n_layer
     assert protocol_hparams("ssmax", cpu) == {"num_layers": cpu.n_layer}
     assert RunSpec.create("ssmax", "cpu").hparams["num_layers"] == 2
+    for method in ("swan_gpt", "rnope_swa"):  # both layer kinds from 2 layers; never all NoPE
+        for name, n_global in (("smoke", {"swan_gpt": 1, "rnope_swa": 0}), ("cpu", {"swan_gpt": 1, "rnope_swa": 1})):
+            p = get_preset(name)
+            pe = RunSpec.create(method, name).pe()
+            assert sum(pe.is_nope(layer) for layer in range(p.n_layer)) == n_global[method]
+    for method in ("nope_headscale", "path"):
+        assert protocol_hparams(method, cpu) == {"num_layers": cpu.n_layer}
 
 
 def test_a_configuration_that_makes_two_methods_identical_is_an_error() -> None:
@@ -83,5 +91,22 @@ def test_a_configuration_that_makes_two_methods_identical_is_an_error() -> None:
 
     assert "abf" in relatives("entropy_abf")
     check_distinct(RunSpec.create("entropy_abf", "cpu"))  # the protocol leaves layers to scale
-    with pytest.raises(ValueError, match="entropy_abf: .* same positions, embeddings and attention logits as 'abf'"):
+    msg = "entropy_abf: .* same positions, embeddings, attention logits and weights as 'abf'"
+    with pytest.raises(ValueError, match=msg):
         check_distinct(RunSpec.create("entropy_abf", "cpu", hparams={"unscaled_layers": 2}))
+
+
+def test_a_pe_that_replaces_the_softmax_is_told_apart_by_its_weights() -> None:
+    """Stick-breaking attention has NoPE's logits; only its weights differ, and the check compares them."""
+    from posenc.experiment import checks
+
+    p = get_preset("smoke")
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(1, p.n_head, 8, p.head_dim, generator=g) for _ in range(2))
+    probes = [(q, k, torch.randn(1, 8, p.d_model, generator=g), torch.randint(0, 256, (1, 8), generator=g))]
+    sb, nope = RunSpec.create("stick_breaking", "smoke"), RunSpec.create("nope", "smoke")
+    mine, theirs = checks._signature(sb, sb, probes), checks._signature(sb, nope, probes)
+    assert p.n_layer == 1 and len(mine) == 8  # per mode (eval, train): positions, embedding, logits, weights
+    for i in (2, 6):
+        torch.testing.assert_close(mine[i], theirs[i])  # the same logits ...
+    assert not checks._same(mine, theirs)  # ... told apart by the weights

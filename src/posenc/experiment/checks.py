@@ -30,14 +30,19 @@ def relatives(method: str) -> list[str]:
 
 def _probe(pe: pe_base.PositionalEncoding, n_layer: int, q: torch.Tensor, k: torch.Tensor, x: torch.Tensor,
            tokens: torch.Tensor, training: bool) -> list[torch.Tensor | str]:
-    """The PE's positions, embedding and every layer's logits on a fixed probe, in one mode."""
+    """The PE's positions, embedding and every layer's logits and attention weights on a fixed probe, in one
+    mode (the weights tell apart PEs that replace the softmax, e.g. stick-breaking attention)."""
     length = q.size(-2)
     pe.train(training)
     torch.manual_seed(0)  # samplers draw the same way on both sides
     try:
         pos = pe.positions(length, training=training)
         ctx = pe.context(pos, tokens=tokens)
-        return [pos, pe.embed(x, ctx), *(pe.logits(q, k, ctx, layer) for layer in range(n_layer))]
+        out: list[torch.Tensor | str] = [pos, pe.embed(x, ctx)]
+        for layer in range(n_layer):
+            att = pe.logits(q, k, ctx, layer)
+            out += [att, pe.weights(att, ctx.causal_mask(), ctx, layer)]
+        return out
     except (ValueError, IndexError) as e:  # e.g. a learned table that stops at its length
         return [f"{type(e).__name__}"]
 
@@ -86,6 +91,6 @@ def check_distinct(spec: RunSpec) -> None:
         if _same(mine, _signature(spec, o, probes)):
             raise ValueError(
                 f"{spec.method}: under preset {p.name!r} (hyperparameters {dict(spec.hparams)}) it computes the "
-                f"same positions, embeddings and attention logits as {other!r} at every layer, in training and "
-                "evaluation; a protocol hyperparameter degenerates at this model size, so its result would repeat "
+                f"same positions, embeddings, attention logits and weights as {other!r} at every layer, in training "
+                "and evaluation; a protocol hyperparameter degenerates at this model size, so its result would repeat "
                 "another method's under a new name")

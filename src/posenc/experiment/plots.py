@@ -250,7 +250,7 @@ def positional_signal(spec: Any, model: Any, ax: Any = None) -> Any:
     text = torch.from_numpy(valid[:T].astype(np.int64)).to(dev)[None]
     pos = torch.arange(T, dtype=torch.float32, device=dev)
     with torch.no_grad():
-        b = None if pe.overrides_logits() else pe.bias(pe.context(pos, tokens=text), 0)
+        b = None if pe.needs_explicit() else pe.bias(pe.context(pos, tokens=text), 0)
         if b is not None:
             b = b[0] if b.dim() == 4 else b
             for h in range(b.shape[0]):
@@ -312,5 +312,5 @@ def attention_map(model: Any, x: Any) -> Any:
         H = model.cfg.n_head
         q, k, _ = blk.attn.qkv(h).split(Cn, dim=2)
         q, k = (t.view(B, T, H, Cn // H).transpose(1, 2) for t in (q, k))
-        att = model.pe.logits(q, k, ctx, 0).float().masked_fill(~ctx.causal_mask(), float("-inf"))
-    return att.softmax(-1).mean(dim=(0, 1)).cpu().numpy()
+        att = model.pe.weights(model.pe.logits(q, k, ctx, 0), ctx.causal_mask(), ctx, 0)
+    return att.mean(dim=(0, 1)).cpu().numpy()

@@ -41,11 +41,20 @@ def protocol_hparams(method: str, p: Preset) -> dict[str, Any]:
     * ``ssmax``: one learned s per layer and head, as in the paper.
     * ``entropy_abf``: the authors' code leaves the first 2 of LLaMA 2's 32 layers unscaled; the same
       fraction of this model's layers (none at 2 layers) is left unscaled, so some layers are scaled.
+    * ``swan_gpt``, ``rnope_swa``: one NoPE global layer per group of 4 layers; a model with fewer layers makes
+      the whole stack one group (at least 2 layers long), so from 2 layers it has both kinds, and a one-layer
+      model keeps the group's first layer (NoPE for SWAN-GPT, sliding-window RoPE for RNoPE-SWA) rather than
+      degenerating into plain NoPE.
+    * ``nope_headscale``, ``path``: parameters per layer (and head), as in the released code.
     """
     table: dict[str, dict[str, Any]] = {
         "randomized": {"sample_at_eval": True},
         "irope": {"nope_every": min(4, p.n_layer)},
+        "swan_gpt": {"nope_every": max(2, min(4, p.n_layer))},
+        "rnope_swa": {"nope_every": max(2, min(4, p.n_layer))},
         "ssmax": {"num_layers": p.n_layer},
+        "nope_headscale": {"num_layers": p.n_layer},
+        "path": {"num_layers": p.n_layer},
         "entropy_abf": {"unscaled_layers": int(p.n_layer * 2 / 32)},
     }
     return dict(table.get(method, {}))

@@ -3,7 +3,18 @@
 Importing this package imports every family module, whose decorators fill the registry.
 """
 
-from posenc.pe import absolute, bias, other, rope, rope_extensions, rotary, sampling  # noqa: F401  (registers)
+from posenc.pe import (  # noqa: F401  (registers)
+    absolute,
+    beyond_softmax,
+    bias,
+    hybrid_layers,
+    multiplicative,
+    other,
+    rope,
+    rope_extensions,
+    rotary,
+    sampling,
+)
 from posenc.pe.base import (
     MethodSpec,
     PositionalEncoding,

@@ -1,8 +1,10 @@
 """The one positional-encoding interface and the registry keyed by card id.
 
 Position can enter a Transformer in three ways (added to x, a bias on the logits, a rotation of q/k); a
-fourth, content-dependent one overrides :meth:`PositionalEncoding.logits`. Every hook is the identity by
-default, so the base class itself is NoPE.
+fourth, content-dependent one overrides :meth:`PositionalEncoding.logits`. A few methods replace the softmax
+itself (stick-breaking attention): they override :meth:`PositionalEncoding.weights`, which turns the masked
+logits into attention weights. Every hook is the identity by default (``weights`` is the softmax), so the base
+class itself is NoPE.
 
 Conventions (see the book's conventions page):
 
@@ -159,18 +161,39 @@ class PositionalEncoding(nn.Module):
 
         This is the single definition of how position changes attention. The model's fast paths (SDPA with
         ``is_causal`` or the bias as a float mask, FlexAttention) are used only when a subclass does not
-        override this method, and a test checks that every path agrees.
+        override this method (nor :meth:`weights`), and a test checks that every path agrees.
         """
         q, k = self.rotate(q, k, ctx, layer)
         att = (q @ k.transpose(-2, -1)) * q.size(-1) ** -0.5
         b = self.bias(ctx, layer)
         return att if b is None else att + b
 
+    def weights(self, att: Tensor, allowed: Tensor, ctx: PositionContext, layer: int = 0) -> Tensor:
+        """Attention weights (B, H, T, S), float32, from the logits ``att`` of :meth:`logits` and the boolean
+        causal mask ``allowed`` (T, S) (True where key j may be attended by query i): the softmax over the
+        allowed keys. ``ctx`` is the context of these query rows.
+
+        Only the explicit attention path calls it; a PE that replaces the softmax (stick-breaking attention)
+        overrides it and so always takes that path. Each row may depend only on its own logits and positions,
+        so the model can evaluate query chunks separately.
+        """
+        return att.float().masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+
     # ------------------------------------------------------------------ introspection
     @classmethod
     def overrides_logits(cls) -> bool:
         """True when the class defines its own :meth:`logits` (the model then takes the explicit path)."""
         return cls.logits is not PositionalEncoding.logits
+
+    @classmethod
+    def overrides_weights(cls) -> bool:
+        """True when the class replaces the softmax (:meth:`weights`)."""
+        return cls.weights is not PositionalEncoding.weights
+
+    @classmethod
+    def needs_explicit(cls) -> bool:
+        """True when attention must be materialised (:meth:`logits` or :meth:`weights` overridden)."""
+        return cls.overrides_logits() or cls.overrides_weights()
 
     def extra_repr(self) -> str:
         return f"id={self.id}, head_dim={self.head_dim}, num_heads={self.num_heads}, train_len={self.train_len}"
@@ -184,7 +207,7 @@ class MethodSpec:
     ``factory`` builds the PE (a class, or :class:`~posenc.pe.rope.ScaledRoPE` bound to a scaling type);
     ``cls`` is the class it returns; ``hyperparameters`` the method's own keyword arguments and defaults
     (the shared ``head_dim``, ``num_heads``, ``train_len`` excluded); the traits are those of
-    :class:`PositionalEncoding`; ``explicit`` is True when the method overrides ``logits``.
+    :class:`PositionalEncoding`; ``explicit`` is True when the method overrides ``logits`` or ``weights``.
     """
 
     id: str
@@ -243,7 +266,7 @@ def register(cls: P) -> P:
     register_spec(MethodSpec(
         id=cls.id, factory=cls, cls=cls, hyperparameters=MappingProxyType(class_hyperparameters(cls)),
         applies_to=cls.applies_to, relative=bool(cls.relative), learnable=bool(cls.learnable),
-        scale_policy=cls.scale_policy, explicit=cls.overrides_logits(), designed_for=cls.designed_for,
+        scale_policy=cls.scale_policy, explicit=cls.needs_explicit(), designed_for=cls.designed_for,
     ))
     return cls
 

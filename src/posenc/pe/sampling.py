@@ -26,8 +26,8 @@ class InnerPE(PositionalEncoding):
     """Base for methods that wrap another registered PE (``inner``) and delegate every hook to it.
 
     The inner PE must put position into ``embed``/``rotate``/``bias`` (the model's fast path); one that
-    overrides ``logits`` is refused, because the wrapper would otherwise have to override ``logits`` too
-    and silently send every wrapped PE down the explicit path.
+    overrides ``logits`` or ``weights`` is refused, because the wrapper would otherwise have to override them
+    too and silently send every wrapped PE down the explicit path.
     """
 
     inner: PositionalEncoding
@@ -41,8 +41,8 @@ class InnerPE(PositionalEncoding):
                     "None or a dict of the inner PE's hyperparameters")
         pe = build(inner, head_dim=self.head_dim, num_heads=self.num_heads, train_len=self.train_len,
                    **(inner_kwargs or {}))
-        self._check("inner", inner, not pe.overrides_logits(),
-                    "a PE whose position enters through embed/rotate/bias (it overrides logits)")
+        self._check("inner", inner, not pe.needs_explicit(),
+                    "a PE whose position enters through embed/rotate/bias (it overrides logits or weights)")
         self.inner = pe  # a submodule: its parameters are trained with the model
         self.bias_per_layer = pe.bias_per_layer  # follows the inner PE
         self.static_bias = pe.static_bias
