@@ -3,7 +3,19 @@
 Importing this package imports every family module, whose decorators fill the registry.
 """
 
-from posenc.pe import absolute, bias, other, rope, rope_extensions, rotary, sampling  # noqa: F401  (registers)
+from posenc.pe import (  # noqa: F401  (registers)
+    absolute,
+    bias,
+    other,
+    remapping,
+    rope,
+    rope_extensions,
+    rotary,
+    rotary_hybrids,
+    sampling,
+    task_positions,
+    wavelet,
+)
 from posenc.pe.base import (
     MethodSpec,
     PositionalEncoding,
