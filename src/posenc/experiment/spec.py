@@ -41,12 +41,15 @@ def protocol_hparams(method: str, p: Preset) -> dict[str, Any]:
     * ``ssmax``: one learned s per layer and head, as in the paper.
     * ``entropy_abf``: the authors' code leaves the first 2 of LLaMA 2's 32 layers unscaled; the same
       fraction of this model's layers (none at 2 layers) is left unscaled, so some layers are scaled.
+    * ``local_global_rope``: Gemma 3 makes every 6th layer global; a model with fewer layers makes its last layer
+      global (and the others local).
     """
     table: dict[str, dict[str, Any]] = {
         "randomized": {"sample_at_eval": True},
         "irope": {"nope_every": min(4, p.n_layer)},
         "ssmax": {"num_layers": p.n_layer},
         "entropy_abf": {"unscaled_layers": int(p.n_layer * 2 / 32)},
+        "local_global_rope": {"global_every": min(6, p.n_layer)},
     }
     return dict(table.get(method, {}))
 
