@@ -160,10 +160,26 @@ def test_cope_positions_match_a_loop() -> None:
             p = min(sum(g[i, t].item() for t in range(j, i + 1)), 3.0)
             lo, hi = math.floor(p), math.ceil(p)
             e = pe.pos_emb[lo] * (1 - (p - lo)) + pe.pos_emb[hi] * (p - lo)
-            torch.testing.assert_close(out[i, j], att[i, j] + q[0, 0, i] @ e, rtol=1e-5, atol=1e-5)
+            # The released code's default path: (q·k + q·e[p]) / √d, the position logit divided by √d too.
+            torch.testing.assert_close(out[i, j], att[i, j] + (q[0, 0, i] @ e) / 2.0, rtol=1e-5, atol=1e-5)
     # Zero position embeddings: plain scaled dot-product logits.
     pe2 = posenc.build("cope", head_dim=4, num_heads=1, train_len=8)
     torch.testing.assert_close(pe2.logits(q, k, pe2.context(pos))[0, 0], att)
+
+
+def test_cope_divides_the_position_logit_by_sqrt_d() -> None:
+    """Pins the released code's default (``--cope-nodiv`` unset in its run script): with one key, the gate is
+    σ(q·k/√d), the position p = gate, and the logit is (q·k + q·e[p])/√d, not q·k/√d + q·e[p]."""
+    pe = posenc.build("cope", head_dim=4, num_heads=1, train_len=8, npos_max=2)
+    q = torch.tensor([[[[1.0, 0.0, 2.0, 0.0]]]])
+    k = torch.tensor([[[[0.5, 0.0, 0.0, 0.0]]]])
+    with torch.no_grad():
+        pe.pos_emb.copy_(torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0]]))
+    gate = 1.0 / (1.0 + math.exp(-0.25))  # σ(q·k/√4) with q·k = 0.5
+    pos_logit = gate * 6.0  # q·e[p] interpolated between e[0] (q·e = 0) and e[1] (q·e = 6) at p = gate
+    out = pe.logits(q, k, pe.context(torch.zeros(1)))
+    assert out.item() == pytest.approx((0.5 + pos_logit) / 2.0, rel=1e-6)
+    assert out.item() != pytest.approx(0.5 / 2.0 + pos_logit, rel=1e-3)  # the --cope-nodiv variant
 
 
 @pytest.mark.parametrize("pid", ABSOLUTE_IDS)

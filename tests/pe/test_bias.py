@@ -116,6 +116,29 @@ def test_fire_normalised_distance_in_unit_interval_and_depends_on_i() -> None:
     assert not pe.relative
 
 
+def test_fire_follows_the_reference_parameterisation() -> None:
+    """The reference (the paper's appendix code, as in mcleish7/arithmetic): c used as |c|, L_thr = |m·L₀| with a
+    fixed L₀ and a learned multiplier m, ε = 1e-6 added to the normaliser. Checked at perturbed values, and the
+    gradient reaching m is L₀ times the gradient a directly learned L_thr would receive."""
+    pe = build("fire", l_thr=16.0)
+    with torch.no_grad():
+        pe.c.fill_(-0.3)
+        pe.l_multiplier.fill_(1.5)
+    pos = torch.arange(40.0)
+    u = pe.normalised(pos, pos)
+    for i, j in ((5, 2), (30, 10), (39, 0)):
+        thr = abs(1.5 * 16.0)
+        ref = math.log(abs(-0.3 * (i - j)) + 1) / (math.log(abs(-0.3 * max(i, thr)) + 1) + 1e-6)
+        assert u[i, j].item() == pytest.approx(ref, rel=1e-6)
+    assert "l_thr" in dict(pe.named_buffers()) and "l_thr" not in dict(pe.named_parameters())
+    u[5, 2].backward()  # query 5 < L_thr: normalised by the threshold
+    grad_m = pe.l_multiplier.grad.item()
+    thr = torch.tensor(24.0, requires_grad=True)
+    direct = math.log(0.3 * 3 + 1) / (torch.log(0.3 * thr + 1) + 1e-6)
+    direct.backward()
+    assert grad_m == pytest.approx(16.0 * thr.grad.item(), rel=1e-5)
+
+
 @pytest.mark.parametrize("pid", RELATIVE_IDS)
 def test_relative_methods_are_shift_invariant(pid: str) -> None:
     torch.manual_seed(0)

@@ -82,7 +82,9 @@ def test_cope_matches_x_transformers() -> None:
     pos = torch.arange(float(T))
     att = q @ k.transpose(-2, -1) / math.sqrt(dim)
     ours = pe.logits(q, k, pe.context(pos)) - att
-    ref_out = ref(q, att.masked_fill(~LOW, float("-inf")))
+    # x-transformers returns the position logit unscaled (the released code's --cope-nodiv variant); the
+    # released code's default, implemented here, divides it by √d with q·k.
+    ref_out = ref(q, att.masked_fill(~LOW, float("-inf"))) / math.sqrt(dim)
     torch.testing.assert_close(ours[..., LOW], ref_out[..., LOW], rtol=1e-5, atol=1e-5)
 
 

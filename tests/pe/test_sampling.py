@@ -1,7 +1,10 @@
-"""Randomized positions and PoSE: the samplers' invariants, delegation to the inner PE, errors."""
+"""Randomized positions, PoSE and CREAM: the samplers' invariants, delegation to the inner PE, errors."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -157,3 +160,61 @@ def test_pose_window_longer_than_target_is_a_named_error() -> None:
 def test_invalid_hyperparameters_name_the_parameter(pe_id: str, hp: dict[str, object], name: str) -> None:
     with pytest.raises(ValueError, match=name):
         build(pe_id, **hp)
+
+
+# ---------------------------------------------------------------------- CREAM
+def authors_cream(seq_len: int, factor: int, sigma: float, relativity: bool, u: float, end_u: float,
+                  edge_small: int) -> list[int]:
+    """The released CREAM id rule (bigai-nlco/CREAM src/train.py), written out with explicit draws: the head/tail
+    choice, the uniform u of the Gaussian factor and a uniform for the middle's end."""
+    head = tail = seq_len // 3 if relativity else edge_small
+    chunk = seq_len - head - tail
+    mu = 1 + factor
+    x = np.linspace(2, factor * 2, 1000)
+    cdf = 0.5 * (1 + np.array([math.erf((v - mu) / (sigma * math.sqrt(2))) for v in x]))
+    r = np.interp(u, cdf, x).astype(int)
+    lo, hi = int(head + ((chunk - 1) * (r / 2))), int((r / 2) * seq_len) - tail - 1
+    end = lo + int(end_u * (hi - lo + 1))
+    return (list(range(head)) + list(range(end - (chunk - 1), end + 1))
+            + list(range(factor * seq_len - tail, factor * seq_len)))
+
+
+def test_cream_matches_the_released_id_rule() -> None:
+    """Given the same draws, CREAM's ids are those of the released code."""
+    pe = build("cream", target_len=8 * L, small_edge=2)
+    for relativity in (True, False):
+        for u, end_u in ((0.02, 0.0), (0.5, 0.99), (0.97, 0.4)):
+            draws = iter([0.25 if relativity else 0.75, u])
+            pe._uniform = lambda draws=draws: next(draws)  # type: ignore[method-assign]
+            ends = iter([end_u])
+            pe._randint = lambda lo, hi, ends=ends: lo + int(next(ends) * (hi - lo + 1))  # type: ignore[method-assign]
+            ours = pe.sample(L).long().tolist()
+            assert ours == authors_cream(L, 8, 3.0, relativity, u, end_u, 2)
+
+
+def test_cream_positions_sorted_unique_below_target_and_middle_focused() -> None:
+    pe = build("cream", target_len=16 * L)
+    torch.manual_seed(0)
+    mids = []
+    for _ in range(300):
+        pos = pe.positions(L, training=True)
+        assert pos.shape == (L,) and bool((pos[1:] > pos[:-1]).all())
+        assert float(pos[0]) == 0.0 and float(pos[-1]) == 16 * L - 1  # head at 0, tail at the target's end
+        mids.append(float(pos[L // 2]))
+    mids_t = torch.tensor(mids)
+    # The middle segment sits near the middle of the target window most often (the truncated Gaussian).
+    assert 0.3 * 16 * L < float(mids_t.median()) < 0.7 * 16 * L
+    torch.testing.assert_close(pe.positions(10, training=False), torch.arange(10.0))
+    assert pe.samples_positions(True) and not pe.samples_positions(False)
+
+
+def test_cream_inner_is_interpolated_by_the_target_factor() -> None:
+    pe = build("cream")
+    assert pe.inner.id == "pi" and pe.inner.scale == 8.0  # target 8L: linear interpolation by 8
+    assert build("cream", inner="yarn", target_len=4 * L).inner.scale == 4.0
+    assert build("cream", inner="rope").inner.id == "rope"  # no scale hyperparameter: its defaults
+    assert build("cream", inner_kwargs={"scale": 2.0}).inner.scale == 2.0
+    with pytest.raises(ValueError, match="target_len"):
+        build("cream").sample(9 * L)
+    with pytest.raises(ValueError, match="sigma"):
+        build("cream", sigma=0.0)

@@ -46,6 +46,8 @@ def protocol_hparams(method: str, p: Preset) -> dict[str, Any]:
       model keeps the group's first layer (NoPE for SWAN-GPT, sliding-window RoPE for RNoPE-SWA) rather than
       degenerating into plain NoPE.
     * ``nope_headscale``, ``path``: parameters per layer (and head), as in the released code.
+    * ``local_global_rope``: Gemma 3 makes every 6th layer global; a model with fewer layers makes its last layer
+      global (and the others local).
     """
     table: dict[str, dict[str, Any]] = {
         "randomized": {"sample_at_eval": True},
@@ -56,6 +58,7 @@ def protocol_hparams(method: str, p: Preset) -> dict[str, Any]:
         "nope_headscale": {"num_layers": p.n_layer},
         "path": {"num_layers": p.n_layer},
         "entropy_abf": {"unscaled_layers": int(p.n_layer * 2 / 32)},
+        "local_global_rope": {"global_every": min(6, p.n_layer)},
     }
     return dict(table.get(method, {}))
 

@@ -10,10 +10,14 @@ from posenc.pe import (  # noqa: F401  (registers)
     hybrid_layers,
     multiplicative,
     other,
+    remapping,
     rope,
     rope_extensions,
     rotary,
+    rotary_hybrids,
     sampling,
+    task_positions,
+    wavelet,
 )
 from posenc.pe.base import (
     MethodSpec,

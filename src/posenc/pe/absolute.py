@@ -398,14 +398,22 @@ class BiPE(Sinusoidal):
 
 @register
 class CoPE(PositionalEncoding):
-    """CoPE, Contextual Position Encoding (Golovneva et al., arXiv 2405.18719, Eq. 3–5 and Appendix B code).
+    """CoPE, Contextual Position Encoding (Golovneva et al., arXiv 2405.18719, Eq. 3–5; released code
+    facebookresearch/RAM, ``projects/cope/src/cope/context_position.py``).
 
-    Gates g_ij = σ(q_i·k_j/√d) (the scaled logits, as in the paper's code), zero for masked j > i; contextual
-    positions p_ij = Σ_{t=j..i} g_it (a reverse cumulative sum), capped at ``npos_max − 1``; the position
-    embedding e[p] is interpolated between e[⌊p⌋] and e[⌈p⌉], computed as q_i·e[p] by interpolating the
-    integer logits q_i·e[n]. Logits = q_i·k_j/√d + q_i·e[p_ij] (the CoPE term is not scaled by 1/√d, as in
-    the code). e ∈ ℝ^(npos_max × head_dim) is shared by heads and layers and initialised to zero, so the model
-    starts as NoPE. ``npos_max`` defaults to ``train_len``. Depends on content: not relative.
+    Gates g_ij = σ(q_i·k_j/√d) (the scaled logits, as in the released code; the paper writes σ(q_iᵀk_j)), zero
+    for masked j > i; contextual positions p_ij = Σ_{t=j..i} g_it (a reverse cumulative sum), capped at
+    ``npos_max − 1``; the position embedding e[p] is interpolated between e[⌊p⌋] and e[⌈p⌉], computed as q_i·e[p]
+    by interpolating the integer logits q_i·e[n]. Logits follow the released code's default path (its run script
+    does not pass ``--cope-nodiv``): the position logit is added *before* the division by √d,
+
+        logits_ij = (q_i·k_j + q_i·e[p_ij]) / √d.
+
+    (With ``--cope-nodiv`` the code adds q_i·e[p_ij] after the division; x-transformers' ``CoPE`` returns that
+    unscaled term.) e ∈ ℝ^(npos_max × head_dim) is shared by heads and initialised to zero, so the model starts
+    as NoPE. Deviations from the released code: e is also shared by layers (the code keeps one table per layer
+    unless ``--cope-shared``), and ``npos_max`` defaults to ``train_len`` (the code: block size + 1).
+    Depends on content: not relative.
     """
 
     id = "cope"
@@ -419,12 +427,12 @@ class CoPE(PositionalEncoding):
         self.pos_emb = nn.Parameter(torch.zeros(npos_max, head_dim))
 
     def logits(self, q: Tensor, k: Tensor, ctx: PositionContext, layer: int = 0) -> Tensor:
-        att = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, T, S)
-        gates = torch.sigmoid(att).masked_fill(~ctx.causal_mask(), 0.0)
+        scale = 1.0 / math.sqrt(q.size(-1))
+        qk = q.float() @ k.float().transpose(-2, -1)  # (B, H, T, S), unscaled
+        gates = torch.sigmoid(qk * scale).masked_fill(~ctx.causal_mask(), 0.0)
         pos = gates.flip(-1).cumsum(dim=-1).flip(-1).clamp(max=self.npos_max - 1)
         logits_int = q.float() @ self.pos_emb.float().t()  # (B, H, T, npos_max)
         lo, hi = pos.floor().long(), pos.ceil().long()
         w = pos - lo.float()
         cope = logits_int.gather(-1, hi) * w + logits_int.gather(-1, lo) * (1 - w)
-        return att + cope
-
+        return (qk + cope) * scale  # the released code's default: divide after adding the position logit

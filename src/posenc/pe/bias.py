@@ -374,42 +374,50 @@ class Sandwich(BiasPE):
 # ---------------------------------------------------------------------- FIRE
 
 
-def _inv_softplus(y: float) -> float:
-    return y + math.log(-math.expm1(-y))
-
-
 @register
 class FIRE(BiasPE):
     """FIRE, functional interpolation for relative positions (Li et al., ICLR 2024, Eq. 6–7).
 
-    b_h(i, j) = f_θ(ψ(i − j) / ψ(max(L_thr, i)))_h with ψ(x) = log(c·x + 1): the normalised distance stays in
-    [0, 1] at every length ("progressive interpolation"). f_θ: MLP 1 → ``mlp_width`` → H with ReLU, shared
-    by layers. c > 0 (softplus-parameterised) and L_thr are learned; ``c`` and ``l_thr`` are their initial
-    values. Defaults (mlp_width = 32, c = 0.1, L_thr = 512) as recorded on the method card. Depends on i, not only on
-    i − j, so it is not ``relative``. The per-entry MLP is evaluated in checkpointed row chunks.
+    b_h(i, j) = f_θ(ψ(i − j) / (ψ(max(L_thr, i)) + ε))_h with ψ(x) = log(|c|·x + 1): the normalised distance
+    stays in [0, 1] at every length ("progressive interpolation"). f_θ: MLP 1 → ``mlp_width`` → H with ReLU,
+    shared by layers. Parameterisation of the reference implementation (the paper's appendix code, copied in
+    the public ports, e.g. mcleish7/arithmetic ``cramming/architectures/embeddings.py``): c is learned directly
+    and used as |c| (initial value ``c``); the threshold is L_thr = |m·L₀| with a fixed constant L₀ = ``l_thr``
+    and a learned multiplier m initialised at 1, so L_thr starts at ``l_thr`` but, under Adam, moves by about
+    L₀ times the learning rate per step instead of the learning rate; ε = 1e-6. Defaults (mlp_width = 32,
+    c = 0.1, L₀ = 512) as in that code. Depends on i, not only on i − j, so it is not ``relative``. The per-entry
+    MLP is evaluated in checkpointed row chunks.
     """
 
     id = "fire"
     learnable = True
+    #: ε added to the normaliser (the reference's ``eps``).
+    eps: ClassVar[float] = 1e-6
 
     def __init__(self, *, head_dim: int, num_heads: int, train_len: int, mlp_width: int = 32, c: float = 0.1,
                  l_thr: float = 512.0) -> None:
         super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len)
         self._check("mlp_width", mlp_width, isinstance(mlp_width, int) and mlp_width > 0, "a positive int")
-        self._check("c", c, isinstance(c, (int, float)) and c > 0, "a number > 0")
-        self._check("l_thr", l_thr, isinstance(l_thr, (int, float)) and l_thr >= 1, "a number >= 1")
+        self._check("c", c, isinstance(c, (int, float)) and math.isfinite(c) and c > 0, "a finite number > 0")
+        self._check("l_thr", l_thr, isinstance(l_thr, (int, float)) and math.isfinite(l_thr) and l_thr >= 1,
+                    "a finite number >= 1")
         self.mlp_width = mlp_width
-        self.c_raw = nn.Parameter(torch.tensor(_inv_softplus(float(c))))
-        self.threshold = nn.Parameter(torch.tensor(float(l_thr)))
+        self.c = nn.Parameter(torch.tensor(float(c)))
+        self.register_buffer("l_thr", torch.tensor(float(l_thr)))  # L₀: fixed, as in the reference
+        self.l_multiplier = nn.Parameter(torch.tensor(1.0))  # m: L_thr = |m·L₀|
         self.fc1 = nn.Linear(1, mlp_width)
         self.fc2 = nn.Linear(mlp_width, num_heads)
 
+    def threshold(self) -> Tensor:
+        """The current L_thr = |m·L₀| (a 0-d float32 tensor)."""
+        return (self.l_multiplier.float() * self.l_thr.float()).abs()
+
     def normalised(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
-        """ψ(i − j)/ψ(max(L_thr, i)) for every (i, j): (T, S) float32, 0 for future keys."""
-        c = F.softplus(self.c_raw.float())
+        """ψ(i − j)/(ψ(max(L_thr, i)) + ε) for every (i, j): (T, S) float32, 0 for future keys."""
+        c = self.c.float().abs()
         rel = relative_distance(q_pos, k_pos).clamp(min=0)  # future keys: 0 (masked anyway, keeps log finite)
         i = q_pos.to(torch.float32)[:, None]
-        denom = torch.log(c * torch.maximum(self.threshold.float().clamp(min=1.0), i) + 1)
+        denom = torch.log(c * torch.maximum(self.threshold(), i) + 1) + self.eps
         return torch.log(c * rel + 1) / denom
 
     def compute_bias(self, ctx: PositionContext) -> Tensor:

@@ -1,4 +1,4 @@
-"""Training-time position samplers: randomized positional encodings and PoSE.
+"""Training-time position samplers: randomized positional encodings, PoSE and CREAM.
 
 Both change only the *indices* a sequence is given during training; every other hook (``embed``,
 ``rotate``, ``bias``) is the one of an inner PE, built with the same ``head_dim``/``num_heads``/
@@ -12,14 +12,16 @@ from torch's global generator, so ``torch.manual_seed`` makes a run reproducible
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from posenc.pe.base import PositionalEncoding, PositionContext, available, build, register
+from posenc.pe.base import PositionalEncoding, PositionContext, available, build, register, spec
 
-__all__ = ["InnerPE", "RandomizedPositions", "PoSE"]
+__all__ = ["InnerPE", "RandomizedPositions", "PoSE", "CREAM", "cream_positions"]
 
 
 class InnerPE(PositionalEncoding):
@@ -84,9 +86,10 @@ class RandomizedPositions(InnerPE):
     (absolute or relative) a test sequence of length ≤ M will use has been seen. Works with any PE
     (``inner``; RoPE by default).
 
-    Defaults. M: the authors' released example uses ``noise_max_length = 2048`` with training lengths up
-    to 40 and tests up to 500 (M ≈ 51 × train length); we use M = 64 × ``train_len`` so that the
-    32 × evaluation protocol stays inside the simulated range.
+    Defaults. M: the authors' released example (``experiments/example.py``) uses ``noise_max_length = 2048``
+    with training lengths up to 40 and ``max_range_test_length = 100`` (tests up to length 100; M ≈ 51 × the
+    training length); we use M = 64 × ``train_len`` so that the 32 × evaluation protocol stays inside the
+    simulated range.
 
     Evaluation. The released code samples ordered positions at evaluation as well (the noisy encodings
     are drawn on every call). Here evaluation uses ``arange(T)`` by default, the convention every PE in
@@ -199,3 +202,103 @@ class PoSE(InnerPE):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", target_len={self.target_len}, num_chunks={self.num_chunks}"
+
+
+def _gaussian_factor(u: float, factor: int, sigma: float) -> int:
+    """CREAM's truncated-Gaussian draw of r ∈ {2, …, 2k} from a uniform u ∈ [0, 1) (released code): the inverse of
+    the normal CDF Φ((x − (1 + k))/σ) on x ∈ [2, 2k], by interpolation on a 1000-point grid and clamped at the
+    ends (so mass outside [2, 2k] lands on 2 or 2k), then floored."""
+    x = np.linspace(2.0, 2.0 * factor, 1000)
+    cdf = 0.5 * (1.0 + np.array([math.erf((v - (1.0 + factor)) / (sigma * math.sqrt(2.0))) for v in x]))
+    return int(np.interp(u, cdf, x))
+
+
+def cream_positions(seq_len: int, factor: int, edge: int, end: int) -> Tensor:
+    """The CREAM position ids (T,) int64 for a window of T = ``seq_len`` tokens, given the edge length h (head =
+    tail = h) and the middle segment's last id ``end``: head 0..h−1, middle
+    end − m + 1..end (m = T − 2h), tail k·T − h..k·T − 1 (k = ``factor``)."""
+    m = seq_len - 2 * edge
+    return torch.cat((torch.arange(edge), torch.arange(end - m + 1, end + 1),
+                      torch.arange(factor * seq_len - edge, factor * seq_len)))
+
+
+@register
+class CREAM(InnerPE):
+    """CREAM, Continuity-Relativity indExing with gAussian Middle (Wu, Zhao, Zheng, NeurIPS 2024, arXiv
+    2406.07138; released code bigai-nlco/CREAM, ``src/train.py``, function ``CREAM``).
+
+    A fine-tuning position sampler of the PoSE family: a training window of T tokens is cut into a head, a middle
+    and a tail. With probability 1/2 head = tail = ⌊T/3⌋ ("relativity": the three parts cover long distances),
+    otherwise head = tail = h small ("continuity"; the code uses 4·k at Llama 2's 4,096-token window, here
+    ``small_edge``). The head keeps ids 0..head−1 and the tail takes the last ids of the target window,
+    k·T − tail..k·T − 1, with k = ⌊L_t/T⌋ (``target_len`` L_t). The middle (m tokens) ends at
+
+        end ~ U{⌊head + (m − 1)·r/2⌋, …, ⌊r·T/2⌋ − tail − 1},  r = ⌊F⁻¹(u)⌋ ∈ {2, …, 2k},
+
+    where F is the normal CDF with mean 1 + k and standard deviation σ (``sigma``) restricted to [2, 2k] by
+    clamping, u ~ U(0, 1): the "truncated Gaussian" that puts the middle segment near the middle of the target
+    window most often (against "lost in the middle"). Ids strictly increase and stay below k·T ≤ L_t. Evaluation
+    uses ``arange(T)``.
+
+    As in the released code, the position ids are the middle of an interpolated RoPE: ``inner`` defaults to
+    linear interpolation (``"pi"``) and, when ``inner_kwargs`` is None, an inner PE with a ``scale``
+    hyperparameter gets scale = L_t/train_len (the code's ``rope_scaling_factor``); other inner PEs get their
+    defaults. Differences from the released code: the code draws the head/tail choice once per batch of 3,000
+    documents (here per window) and fills the middle and tail with the tokens found at those ids in a long
+    document; the data pipeline here feeds contiguous windows, so only the ids are sampled (as for PoSE).
+    Defaults: L_t = 8 × ``train_len`` (the paper's main runs extend Llama 2 from 4K to 32K), σ = 3 (the code's
+    default ``sigma``).
+    """
+
+    id = "cream"
+    applies_to = "rope"
+
+    def __init__(self, *, head_dim: int, num_heads: int, train_len: int, inner: str = "pi",
+                 target_len: int | None = None, sigma: float = 3.0, small_edge: int | None = None,
+                 inner_kwargs: dict[str, Any] | None = None) -> None:
+        super().__init__(head_dim=head_dim, num_heads=num_heads, train_len=train_len)
+        target_len = 8 * train_len if target_len is None else target_len
+        self._check("target_len", target_len,
+                    isinstance(target_len, int) and not isinstance(target_len, bool) and target_len >= train_len,
+                    f"an int >= train_len ({train_len})")
+        self._check("sigma", sigma, isinstance(sigma, (int, float)) and not isinstance(sigma, bool)
+                    and math.isfinite(sigma) and sigma > 0, "a finite number > 0")
+        factor = target_len // train_len
+        small_edge = max(1, 4 * factor * train_len // 4096) if small_edge is None else small_edge
+        self._check("small_edge", small_edge, isinstance(small_edge, int) and not isinstance(small_edge, bool)
+                    and 1 <= small_edge < (train_len + 1) // 2, f"an int in [1, {(train_len + 1) // 2})")
+        self.target_len, self.sigma, self.small_edge = target_len, float(sigma), small_edge
+        if inner_kwargs is None and isinstance(inner, str) and inner in available() \
+                and "scale" in spec(inner).hyperparameters:
+            inner_kwargs = {"scale": target_len / train_len}
+        self._init_inner(inner, inner_kwargs)
+
+    def _uniform(self) -> float:
+        return float(torch.rand((), generator=self.generator).item())
+
+    def sample(self, seq_len: int, device: torch.device | str | None = None) -> Tensor:
+        """CREAM ids for one training window, float32 (T,), strictly increasing, all < ``target_len``."""
+        if seq_len > self.target_len:
+            raise ValueError(f"{self.id}: sequence length {seq_len} exceeds hyperparameter 'target_len' "
+                             f"({self.target_len})")
+        if seq_len < 3:  # no head, middle and tail to place
+            return torch.arange(seq_len, dtype=torch.float32, device=device)
+        factor = self.target_len // seq_len
+        relativity = self._uniform() < 0.5
+        edge = seq_len // 3 if relativity else min(self.small_edge, (seq_len - 1) // 2)
+        r = _gaussian_factor(self._uniform(), factor, self.sigma)
+        m = seq_len - 2 * edge
+        lo, hi = int(edge + (m - 1) * r / 2), (r * seq_len) // 2 - edge - 1
+        end = self._randint(lo, hi)
+        return cream_positions(seq_len, factor, edge, end).to(device=device, dtype=torch.float32)
+
+    def positions(self, seq_len: int, *, training: bool = False, device: torch.device | str | None = None) -> Tensor:
+        if training:
+            return self.sample(seq_len, device)
+        return torch.arange(seq_len, dtype=torch.float32, device=device)
+
+    def samples_positions(self, training: bool) -> bool:
+        return training
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", target_len={self.target_len}, sigma={self.sigma}"
