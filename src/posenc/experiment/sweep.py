@@ -215,17 +215,19 @@ def execute_plan(p: Plan, *, force: bool = False, jobs: int = 1, backend: str = 
             return
         print(f"posenc run: {job.name}: done", flush=True)
 
+    # Stages: the base models (the applied methods load their checkpoints), then the other baselines (every
+    # figure compares with them), then everything else; within a stage, ``jobs`` notebooks at a time.
     bases = {pe_base.spec(j.spec.method).applies_to for j in p.jobs} - {None}
-    first = [j for j in todo if j.spec.method in bases]
-    rest = [j for j in todo if j not in first]
-    for job in first:  # base models first: the jobs after them load the bases' checkpoints
-        one(job)
-    if jobs > 1 and len(rest) > 1:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(one, rest))
-    else:
-        for job in rest:
-            one(job)
+    stages = [[j for j in todo if j.spec.method in bases],
+              [j for j in todo if j.spec.method in BASELINES and j.spec.method not in bases]]
+    stages.append([j for j in todo if not any(j in s for s in stages)])
+    for stage in stages:
+        if jobs > 1 and len(stage) > 1:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                list(pool.map(one, stage))
+        else:
+            for job in stage:
+                one(job)
     if failures:
         print(f"posenc run: {len(failures)} failed: {', '.join(failures)}", file=sys.stderr)
         return 1
