@@ -1,5 +1,5 @@
-"""posenc.cite: BibTeX round trip, APA and Markdown formatting (names, 'and others', braces, LaTeX escapes),
-card citations and the project's own citation from CITATION.cff."""
+"""posenc.cite: BibTeX round trip, APA and Markdown formatting (names, 'and others', braces, LaTeX escapes)
+and the project's own citation from CITATION.cff. Card citations are tests/cards/test_citation.py."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from pathlib import Path
 
 import bibtexparser
 import pytest
-import yaml
 
 import posenc
-from posenc import cite
+from posenc import cite, paths
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[1]
@@ -150,34 +149,9 @@ def test_bibliography_errors_are_collected(tmp_path: Path, capsys: pytest.Captur
         b.get("aa")
 
 
-# ---------------------------------------------------------------------------------------------- cards
-def test_card_keys() -> None:
-    card = {"id": "x", "bibkey": "a", "extra_bibkeys": ["b", "a", "c"]}
-    assert cite.card_keys(card) == ["a"]
-    assert cite.card_keys(card, all_keys=True) == ["a", "b", "c"]
-    with pytest.raises(KeyError, match="has no bibkey"):
-        cite.card_keys({"id": "x"})
-
-
-def test_cite_card(repo: Path) -> None:
-    out = cite.cite_card("alibi", "bibtex", root=repo)
-    assert out.startswith("@inproceedings{press2022train,") and "vaswani2017attention" not in out
-    out = cite.cite_card("alibi", "bibtex", all_keys=True, root=repo)
-    assert [e.key for e in bibtexparser.parse_string(out).entries] == ["press2022train", "vaswani2017attention"]
-    assert cite.cite_card("rope", "apa", root=repo).startswith("Su, J., Ahmed, M.,")
-    # the card's arXiv id links an entry that has none of its own
-    (repo / "references.bib").write_text(
-        (repo / "references.bib").read_text().replace("  eprint = {2108.12409},\n  archiveprefix = {arXiv},\n", "")
-        .replace("  url = {https://openreview.net/forum?id=R8sQPpGCv0}\n", "")
-    )
-    assert "](https://arxiv.org/abs/2108.12409)" in cite.cite_card("alibi", "markdown", root=repo)
-    with pytest.raises(ValueError, match="unknown citation format"):
-        cite.cite_card("alibi", "chicago", root=repo)
-
-
 # ---------------------------------------------------------------------------------------------- the project
 def test_citation_cff_matches_package_and_fallback() -> None:
-    cff = yaml.safe_load((REPO / "CITATION.cff").read_text(encoding="utf-8"))
+    cff = paths.read_yaml(REPO / "CITATION.cff")  # the strict reader the module uses
     assert cff["cff-version"] == "1.2.0"
     assert cff["version"] == posenc.__version__ == cite._PROJECT_FALLBACK["version"]
     assert cff["authors"] == [{"name": "posenc contributors"}]
@@ -219,7 +193,7 @@ def test_project_uses_the_bibliography_entry_of_the_survey(repo: Path) -> None:
         f.write("\n@inproceedings{zhao2024survey, title = {Length Extrapolation of Transformers}, "
                 f"author = {{Zhao, Liang}}, year = {{2024}}, doi = {{{SURVEY_DOI}}}}}\n")
     assert [e.key for e in cite.project_entries(repo)] == ["posenc", "zhao2024survey"]
-    assert cite.cite_card("posenc", "bibtex", root=repo).count("@") == 2
+    assert cite.format_entries(cite.project_entries(repo), "bibtex").count("@") == 2
 
 
 def test_url_inside_howpublished() -> None:
@@ -243,3 +217,27 @@ def test_real_bibliography_renders_plain_text() -> None:
         assert not any(c in text for c in "{}\\"), (key, text)
         assert cite.markdown(e).startswith("- "), key
     assert bibtexparser.parse_string(cite.to_bibtex(list(b.entries.values()))).entries
+
+
+def test_broken_citation_cff_is_named(repo: Path) -> None:
+    (repo / "CITATION.cff").write_text("title: posenc\ntitle: again\n", encoding="utf-8")
+    with pytest.raises(paths.YAMLReadError, match=r"^CITATION.cff:2: YAML error: found duplicate key 'title'"):
+        cite.project_entries(repo)
+    (repo / "CITATION.cff").write_text("- a list\n", encoding="utf-8")
+    with pytest.raises(paths.YAMLReadError, match="CITATION.cff: expected a mapping at the top level"):
+        cite.project_entries(repo)
+
+
+def test_cite_does_not_know_cards() -> None:
+    """cards imports cite, never the reverse (no import cycle)."""
+    import ast
+    import inspect
+
+    imported = set()
+    for node in ast.walk(ast.parse(inspect.getsource(cite))):  # function-level imports included
+        if isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported |= {f"{node.module}.{a.name}" for a in node.names}
+    assert "posenc.paths" in imported
+    assert not any(m.startswith(("posenc.cards", "posenc.taxonomy")) for m in imported), imported

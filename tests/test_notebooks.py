@@ -80,6 +80,17 @@ def test_bad_arguments_fail_before_running(capsys: pytest.CaptureFixture[str]) -
     assert main(["run"]) == 2
 
 
+def test_a_broken_card_is_named_before_running(repo: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`run ID` and `run --all` read cards through the strict loader of the root in use (POSENC_ROOT)."""
+    (repo / "taxonomy" / "methods" / "alibi.yaml").write_text("id: alibi\nname: [broken\n", encoding="utf-8")
+    monkeypatch.setenv("POSENC_ROOT", str(repo))
+    for argv in (["run", "alibi", "--preset", "smoke"], ["run", "--all", "--preset", "smoke"]):
+        assert main(argv) == 2, argv
+        assert capsys.readouterr().err == ("posenc run: taxonomy/methods/alibi.yaml:3: YAML error: did not find "
+                                           "expected ',' or ']' (while parsing a flow sequence on line 2)\n")
+
+
 def test_leaderboard_command(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if E.load_result("rope", "smoke", 0, work / "results") is None:
         pytest.skip("needs the results of the notebook runs above")

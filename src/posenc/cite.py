@@ -1,4 +1,4 @@
-"""The bibliography (``references.bib``) and citations of cards as BibTeX, APA or Markdown.
+"""The bibliography (``references.bib``) and the project's own citation, as BibTeX, APA or Markdown.
 
 ``references.bib`` is read with bibtexparser 2 (``bibtexparser.parse_file`` / ``write_string``). APA
 output follows the reference-list pattern of the APA Publication Manual (7th ed.):
@@ -9,11 +9,13 @@ capitalisation of the BibTeX entry (changing case would need the protection brac
 The project's own citation comes from ``CITATION.cff`` (with a built-in copy for installs without it); its
 ``preferred-citation`` is the survey the taxonomy follows.
 
-No pandas and no torch: ``posenc cite`` must start fast.
+This module knows nothing of cards (which keys a card cites is :mod:`posenc.cards.citation`): ``cards`` may
+import ``cite``, never the reverse. No pandas and no torch: ``posenc cite`` must start fast.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
@@ -25,7 +27,11 @@ from typing import Any
 
 import bibtexparser
 from bibtexparser.library import Library
+from bibtexparser.middlewares.names import parse_single_name_into_parts, split_multiple_persons_names
 from bibtexparser.model import Entry, Field
+from pylatexenc.latex2text import LatexNodes2Text  # a dependency of bibtexparser 2
+
+from posenc import paths
 
 __all__ = [
     "Bibliography",
@@ -34,8 +40,6 @@ __all__ = [
     "apa",
     "arxiv_id",
     "bibliography",
-    "card_keys",
-    "cite_card",
     "entry_fields",
     "format_entries",
     "latex_to_text",
@@ -88,8 +92,6 @@ class Bibliography:
     def get(self, key: str) -> Entry:
         """The entry ``key``; a :class:`KeyError` names the file and suggests close keys."""
         if key not in self.entries:
-            import difflib
-
             close = difflib.get_close_matches(key, list(self.entries), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise KeyError(f"{key!r} is not a key of {self.path or 'the bibliography'}{hint}")
@@ -131,17 +133,13 @@ def read_bibliography(path: str | os.PathLike[str]) -> Bibliography:
 
 
 def bibliography(root: str | os.PathLike[str] | None = None) -> Bibliography:
-    """``references.bib`` of the repository (see :func:`posenc.taxonomy.find_root`)."""
-    from posenc.taxonomy import BIB_FILE, find_root
-
-    return read_bibliography(find_root(root) / BIB_FILE)
+    """``references.bib`` of the repository (see :func:`posenc.paths.find_root`)."""
+    return read_bibliography(paths.find_root(root) / paths.BIB_FILE)
 
 
 # ---------------------------------------------------------------------------------------------- text helpers
 @lru_cache(maxsize=1)
 def _latex_converter() -> Any:
-    from pylatexenc.latex2text import LatexNodes2Text  # a dependency of bibtexparser 2
-
     return LatexNodes2Text()
 
 
@@ -189,8 +187,6 @@ def _initials(given: str) -> str:
 
 def _person(name: str) -> str:
     """One BibTeX name as APA ``Last, F. M.`` (corporate names as written)."""
-    from bibtexparser.middlewares.names import parse_single_name_into_parts
-
     name = name.strip()
     if _braced_whole(name):
         return latex_to_text(name)
@@ -207,8 +203,6 @@ def _person(name: str) -> str:
 
 def _names(field_value: str) -> tuple[list[str], bool]:
     """Split a BibTeX name list; the flag is True when it ends with ``and others``."""
-    from bibtexparser.middlewares.names import split_multiple_persons_names
-
     names = [n for n in split_multiple_persons_names(field_value) if n.strip()]
     others = bool(names) and names[-1].strip().lower() == "others"
     if others:
@@ -371,49 +365,19 @@ def format_entries(entries: Sequence[Entry], fmt: str, arxiv: Mapping[str, str] 
     raise ValueError(f"unknown citation format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
-# ---------------------------------------------------------------------------------------------- cards
-def card_keys(card: Mapping[str, Any], all_keys: bool = False) -> list[str]:
-    """The card's primary ``bibkey`` and, with ``all_keys``, its ``extra_bibkeys`` (in order, no repeats)."""
-    keys = [card.get("bibkey")]
-    if all_keys:
-        keys += list(card.get("extra_bibkeys") or [])
-    out: list[str] = []
-    for k in keys:
-        if isinstance(k, str) and k and k not in out:
-            out.append(k)
-    if not out:
-        raise KeyError(f"card {card.get('id')!r} has no bibkey")
-    return out
-
-
-def cite_card(
-    card_id: str, fmt: str = "bibtex", all_keys: bool = False, root: str | os.PathLike[str] | None = None
-) -> str:
-    """The citation(s) of card ``card_id`` in ``fmt``; ``posenc`` cites the project itself."""
-    if card_id == PROJECT_KEY:
-        return format_entries(project_entries(root), fmt)
-    from posenc.taxonomy import load_card
-
-    card = load_card(card_id, root)
-    bib = bibliography(root)
-    entries = [bib.get(k) for k in card_keys(card, all_keys)]
-    arxiv = {card["bibkey"]: card["arxiv"]} if isinstance(card.get("arxiv"), str) else {}
-    return format_entries(entries, fmt, arxiv)
-
-
 # ---------------------------------------------------------------------------------------------- the project
 def _cff(root: str | os.PathLike[str] | None) -> dict[str, Any]:
-    from posenc.taxonomy import TaxonomyError, find_root, read_yaml
-
+    """``CITATION.cff`` (read with the strict YAML reader), else the built-in copy when there is none."""
     try:
-        path = find_root(root) / "CITATION.cff"
-    except TaxonomyError:
+        r = paths.find_root(root)
+    except paths.RootError:
         return _PROJECT_FALLBACK
+    path = r / paths.CITATION_FILE
     if not path.is_file():
         return _PROJECT_FALLBACK
-    data = read_yaml(path)
+    data = paths.read_yaml(path, r)
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping")
+        raise paths.YAMLReadError(paths.relative(path, r), "expected a mapping at the top level")
     return data
 
 

@@ -1,22 +1,18 @@
-"""Corpora and synthetic tasks: bytes as tokens (vocabulary 256).
+"""Corpora: bytes as tokens (vocabulary 256), a held-out split, and the evaluation span.
 
 * The **default corpus** is English prose that ships with CPython itself, so every experiment runs offline:
   the help topics of :mod:`pydoc_data.topics` (sorted keys) followed by the docstrings of a fixed, sorted
   list of standard-library modules (module, public classes and functions, their public methods),
-  concatenated deterministically and encoded as UTF-8. The last 10% is the validation split. Its sha256 is
-  recorded with every result; it changes with the Python version, since docstrings do.
+  concatenated deterministically and encoded as UTF-8. Its sha256 is recorded with every result; it changes
+  with the Python version, since docstrings do.
+* **The held-out split is interleaved**: the corpus is cut into chunks of :data:`SPLIT_CHUNK` bytes and every
+  :data:`SPLIT_EVERY`-th chunk (the last of each group) is validation. A contiguous tail would hold only the
+  last few modules' docstrings; interleaved chunks sample the whole corpus. The split is recorded with every
+  result (:meth:`Corpus.split_info`).
+* **Every length scores the same bytes**: :func:`eval_span` is one fixed span of the validation stream,
+  preceded by enough context for the longest sliding window.
 * **Optional corpora** (WikiText-103, enwik8, PG-19) go through :func:`download`, a cached, checksummed
-  downloader. They are never used by default.
-* **Synthetic tasks** are generated in code from a seed:
-
-  - the survey's proposed benchmark (Zhao et al. 2024, Appendix A.3): a chain of single-digit additions
-    and subtractions whose answer is the running value modulo 10 (``"3+4-7+1=1"``). Each step is
-    uniform, so the answer is uniform given any suffix that misses one step: a model that sees only the
-    last k tokens scores at chance (10%), which :func:`local_window_accuracy` checks. The bounded variant
-    (every intermediate result kept in 0..9) is provided only as a contrast: its last operations leak the
-    answer;
-  - passkey retrieval (Mohtashami & Jaggi 2023, "Landmark Attention"): a 5-digit key hidden at a random
-    depth in repeated filler text and asked for at the end.
+  downloader. They are never used by default. The synthetic tasks live in :mod:`posenc.tasks`.
 """
 
 from __future__ import annotations
@@ -39,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from posenc.paths import data_dir
+
 __all__ = [
     "DEFAULT_MODULES",
     "Corpus",
@@ -49,17 +47,10 @@ __all__ = [
     "download",
     "cache_dir",
     "ChecksumError",
-    "arithmetic_example",
-    "arithmetic_batch",
-    "arithmetic_eval_set",
-    "local_window_accuracy",
-    "passkey_example",
-    "passkey_eval_set",
-    "passkey_train_batch",
-    "PASSKEY_NEEDLE",
-    "PASSKEY_QUERY",
-    "PASSKEY_FILLER",
-    "IGNORE",
+    "SPLIT_CHUNK",
+    "SPLIT_EVERY",
+    "interleaved_split",
+    "eval_span",
 ]
 
 #: Target value ignored by ``torch.nn.functional.cross_entropy`` (its default ``ignore_index``).
@@ -84,8 +75,9 @@ unittest.mock urllib.parse urllib.request uuid warnings wave weakref xml.dom.min
 xmlrpc.client xmlrpc.server zipfile zipimport zlib zoneinfo
 """.split()))
 
-#: Fraction of the corpus (its tail) used for validation.
-VALID_FRACTION = 0.10
+#: Interleaved held-out split: chunks of SPLIT_CHUNK bytes, every SPLIT_EVERY-th one is validation.
+SPLIT_CHUNK = 4096
+SPLIT_EVERY = 10
 
 
 def _doc(obj: object) -> str:
@@ -157,16 +149,42 @@ class Corpus:
     train: np.ndarray
     valid: np.ndarray
     sha256: str
+    #: How the validation split was made (recorded with every result).
+    split: str = f"interleaved: every {SPLIT_EVERY}th chunk of {SPLIT_CHUNK} bytes"
 
     @property
     def size(self) -> int:
         return int(self.train.size + self.valid.size)
 
+    def split_info(self) -> dict[str, object]:
+        """How the held-out split was made, for the result metadata."""
+        return {"kind": self.split, "train_bytes": int(self.train.size), "valid_bytes": int(self.valid.size)}
+
+
+def interleaved_split(data: np.ndarray, chunk: int = SPLIT_CHUNK, every: int = SPLIT_EVERY
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, valid)``: chunk ``i`` of ``chunk`` bytes is validation when ``i % every == every − 1``."""
+    if chunk <= 0 or every < 2:
+        raise ValueError(f"interleaved_split: need chunk > 0 and every >= 2, got chunk={chunk}, every={every}")
+    idx = np.arange(data.size) // chunk
+    held = (idx % every) == every - 1
+    return np.ascontiguousarray(data[~held]), np.ascontiguousarray(data[held])
+
 
 def _split(name: str, data: bytes, sha: str | None = None) -> Corpus:
-    arr = np.frombuffer(data, dtype=np.uint8)
-    cut = int(round(arr.size * (1.0 - VALID_FRACTION)))
-    return Corpus(name, arr[:cut], arr[cut:], sha or hashlib.sha256(data).hexdigest())
+    train, valid = interleaved_split(np.frombuffer(data, dtype=np.uint8))
+    return Corpus(name, train, valid, sha or hashlib.sha256(data).hexdigest())
+
+
+def eval_span(valid: np.ndarray, scored: int, context: int) -> tuple[np.ndarray, int]:
+    """The validation bytes every length scores: ``(stream, start)`` where targets ``stream[start + 1 : start +
+    scored + 1]`` are scored at every length, and ``stream[:start]`` (``context`` bytes) is the context that
+    sliding windows may read before the span. Raises naming the sizes when the split is too short."""
+    need = context + scored + 1
+    if valid.size < need:
+        raise ValueError(f"the validation split has {valid.size} bytes; evaluation needs {need} "
+                         f"({context} bytes of context + {scored} scored + 1)")
+    return valid[:need], context
 
 
 # --------------------------------------------------------------------------- optional corpora
@@ -175,9 +193,8 @@ class ChecksumError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    """Download cache: ``$POSENC_CACHE/data`` when set, else ``~/.cache/posenc/data``."""
-    root = os.environ.get("POSENC_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "posenc") / "data"
+    """Download cache (:func:`posenc.paths.data_dir`)."""
+    return data_dir()
 
 
 def _sha256_file(path: Path) -> str:
@@ -250,6 +267,7 @@ class CorpusSpec:
     sha256: str | None
     extract: Callable[[Path], tuple[bytes, bytes]]
     note: str = ""
+    split: str = f"interleaved: every {SPLIT_EVERY}th chunk of {SPLIT_CHUNK} bytes"
 
 
 def _wikitext103(path: Path) -> tuple[bytes, bytes]:
@@ -264,9 +282,8 @@ def _enwik8(path: Path) -> tuple[bytes, bytes]:
 
 
 def _plain_text(path: Path) -> tuple[bytes, bytes]:
-    data = path.read_bytes()
-    cut = int(round(len(data) * (1.0 - VALID_FRACTION)))
-    return data[:cut], data[cut:]
+    train, valid = interleaved_split(np.frombuffer(path.read_bytes(), dtype=np.uint8))
+    return train.tobytes(), valid.tobytes()
 
 
 #: Optional corpora. No checksum is pinned here that was not verified by this project, so these need an
@@ -274,9 +291,11 @@ def _plain_text(path: Path) -> tuple[bytes, bytes]:
 OPTIONAL_CORPORA: dict[str, CorpusSpec] = {
     "wikitext103": CorpusSpec("wikitext103", "https://s3.amazonaws.com/research.metamind.io/wikitext/"
                               "wikitext-103-raw-v1.zip", None, _wikitext103,
-                              "raw WikiText-103 (Merity et al. 2017); train and valid files of the archive"),
+                              "raw WikiText-103 (Merity et al. 2017); train and valid files of the archive",
+                              "the corpus's own train/valid files"),
     "enwik8": CorpusSpec("enwik8", "http://mattmahoney.net/dc/enwik8.zip", None, _enwik8,
-                         "first 10^8 bytes of a 2006 English Wikipedia dump; 90M/5M split"),
+                         "first 10^8 bytes of a 2006 English Wikipedia dump; 90M/5M split",
+                         "the customary 90M/5M split"),
     "pg19": CorpusSpec("pg19", None, None, _plain_text,
                        "PG-19 (Rae et al. 2020) is one file per book: pass url= of a concatenated text file"),
 }
@@ -301,168 +320,5 @@ def load_corpus(name: str = "default", *, url: str | None = None, sha256: str | 
         raise ValueError(f"corpus {name!r} has no pinned checksum: pass 'sha256' for {url}")
     path = download(url, sha, cache=cache)
     train, valid = spec.extract(path)
-    return Corpus(name, np.frombuffer(train, dtype=np.uint8), np.frombuffer(valid, dtype=np.uint8), sha.lower())
-
-
-# --------------------------------------------------------------------------- arithmetic chain (A.3)
-def _ops_for_length(length: int) -> int:
-    """Number of operations of a chain whose text ``d(±d)*=a`` fits ``length`` bytes (2n + 3 ≤ length)."""
-    n = (length - 3) // 2
-    if n < 1:
-        raise ValueError(f"arithmetic: 'length' must be at least 5 bytes, got {length}")
-    return n
-
-
-def arithmetic_example(n_ops: int, rng: np.random.Generator, *, bounded: bool = False) -> tuple[str, int]:
-    """One chain of ``n_ops`` single-digit operations: ``("3+4-7+1=", answer)``.
-
-    Unbounded (default): the answer is the running value modulo 10; the first digit, each sign and each
-    operand are uniform, so every step is a uniform shift mod 10. Bounded: every intermediate value stays in
-    0..9 (signs/operands uniform among those that keep it there); provided only to show the shortcut.
-    """
-    if n_ops < 1:
-        raise ValueError(f"arithmetic: 'n_ops' must be >= 1, got {n_ops}")
-    v = int(rng.integers(10))
-    parts = [str(v)]
-    if bounded:
-        for _ in range(n_ops):
-            choices = [(s, d) for s in "+-" for d in range(10) if 0 <= (v + d if s == "+" else v - d) <= 9]
-            s, d = choices[int(rng.integers(len(choices)))]
-            v = v + d if s == "+" else v - d
-            parts.append(f"{s}{d}")
-    else:
-        signs = rng.integers(2, size=n_ops)
-        digits = rng.integers(10, size=n_ops)
-        for s, d in zip(signs, digits, strict=True):
-            v = (v + int(d)) % 10 if s else (v - int(d)) % 10
-            parts.append(f"{'+' if s else '-'}{int(d)}")
-    return "".join(parts) + "=", v
-
-
-def arithmetic_eval_set(length: int, n: int, seed: int, *, bounded: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` chains whose prompt is exactly ``length`` bytes (left-padded with spaces), answer digit bytes.
-
-    Returns ``(tokens (n, length) uint8, answers (n,) uint8 ASCII digit)``. The model reads the prompt and
-    its prediction after the final ``=`` is scored.
-    """
-    rng = np.random.default_rng([seed, length, 1])
-    n_ops = _ops_for_length(length + 1)
-    x = np.empty((n, length), dtype=np.uint8)
-    y = np.empty(n, dtype=np.uint8)
-    for i in range(n):
-        prompt, ans = arithmetic_example(n_ops, rng, bounded=bounded)
-        x[i] = np.frombuffer(prompt.rjust(length).encode(), dtype=np.uint8)
-        y[i] = ord(str(ans))
-    return x, y
-
-
-def arithmetic_batch(batch: int, length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Training windows of ``length`` tokens packed with chains of random length (1 to the most that fit).
-
-    Chains are separated by newlines; only the answer after each ``=`` is a target (others are
-    :data:`IGNORE`). Returns ``(inputs (B, L) int64, targets (B, L) int64)``.
-    """
-    max_ops = _ops_for_length(length + 1)
-    xs = np.full((batch, length + 1), ord(" "), dtype=np.int64)
-    ys = np.full((batch, length), IGNORE, dtype=np.int64)
-    for b in range(batch):
-        pos = 0
-        while True:
-            room = length + 1 - pos  # bytes left, the example takes 2n + 3 plus a newline
-            fit = min(max_ops, (room - 4) // 2)
-            if fit < 1:
-                break
-            prompt, ans = arithmetic_example(int(rng.integers(1, fit + 1)), rng)
-            text = (prompt + str(ans) + "\n").encode()
-            xs[b, pos:pos + len(text)] = np.frombuffer(text, dtype=np.uint8)
-            ys[b, pos + len(prompt) - 1] = ord(str(ans))  # predicted at the '=' position
-            pos += len(text)
-    return xs[:, :-1], ys
-
-
-def local_window_accuracy(tokens: np.ndarray, answers: np.ndarray, k: int, *, bounded: bool = False) -> float:
-    """Accuracy of the best predictor that sees only the last ``k`` bytes of each prompt.
-
-    The predictor parses the complete operations ``±d`` inside the window and tries every value 0..9 for
-    the (unseen) running value before them; under ``bounded`` it keeps only starts whose intermediate values
-    stay in 0..9. It predicts the most frequent resulting answer (ties: the smallest). When the window holds
-    the whole chain it reads the first digit and is exact. For the unbounded task every start is possible
-    and leads to a different answer, so it is right 1 time in 10.
-    """
-    if k < 1:
-        raise ValueError(f"local_window_accuracy: 'k' must be >= 1, got {k}")
-    correct = 0
-    for row, ans in zip(tokens, answers, strict=True):
-        text = bytes(row).decode().lstrip()
-        window = text[-k:]
-        full = len(text) <= k
-        ops = [(m.group(1), int(m.group(2))) for m in re.finditer(r"([+-])(\d)", window)]
-        starts = [int(text[0])] if full else list(range(10))
-        finals: list[int] = []
-        for v in starts:
-            ok = True
-            for s, d in ops:
-                v = v + d if s == "+" else v - d
-                if bounded and not 0 <= v <= 9:
-                    ok = False
-                    break
-                v %= 10
-            if ok:
-                finals.append(v)
-        counts = np.bincount(finals, minlength=10) if finals else np.ones(10, dtype=int)
-        correct += int(int(np.argmax(counts)) == int(chr(int(ans))))
-    return correct / max(1, len(answers))
-
-
-# --------------------------------------------------------------------------- passkey retrieval
-#: Filler of Mohtashami & Jaggi (2023), repeated as needed.
-PASSKEY_FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
-#: The needle (``{key}`` = five digits) and the query. Short enough to fit a 64-byte training window.
-PASSKEY_NEEDLE = "The key is {key}. "
-PASSKEY_QUERY = " What is the key? The key is "
-_KEY_DIGITS = 5
-
-
-def passkey_example(length: int, rng: np.random.Generator, *, depth: float | None = None) -> tuple[str, str]:
-    """``(prompt, key)`` with ``len(prompt) + 5 == length`` bytes: filler, the needle at ``depth`` (a fraction
-    of the filler, random when None), filler, then the query; the answer is the 5-digit key."""
-    key = str(int(rng.integers(10_000, 100_000)))
-    needle = PASSKEY_NEEDLE.format(key=key)
-    n_fill = length - len(needle) - len(PASSKEY_QUERY) - _KEY_DIGITS
-    if n_fill < 0:
-        raise ValueError(f"passkey: 'length' must be at least {length - n_fill} bytes, got {length}")
-    offset = int(rng.integers(len(PASSKEY_FILLER)))
-    reps = (offset + n_fill) // len(PASSKEY_FILLER) + 1
-    filler = (PASSKEY_FILLER * reps)[offset:offset + n_fill]
-    d = float(rng.random()) if depth is None else depth
-    if not 0.0 <= d <= 1.0:
-        raise ValueError(f"passkey: 'depth' must be in [0, 1], got {depth!r}")
-    cut = int(round(d * n_fill))
-    return filler[:cut] + needle + filler[cut:] + PASSKEY_QUERY, key
-
-
-def passkey_eval_set(length: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` full sequences of ``length`` bytes (prompt + key) and their keys as (n, 5) uint8 bytes.
-
-    Depths are evenly spread over [0, 1]. A key counts as retrieved when the argmax after the prompt and
-    after each correct digit gives the next digit, i.e. when greedy decoding returns the exact key.
-    """
-    rng = np.random.default_rng([seed, length, 2])
-    x = np.empty((n, length), dtype=np.uint8)
-    keys = np.empty((n, _KEY_DIGITS), dtype=np.uint8)
-    for i in range(n):
-        prompt, key = passkey_example(length, rng, depth=(i + 0.5) / n)
-        x[i] = np.frombuffer((prompt + key).encode(), dtype=np.uint8)
-        keys[i] = np.frombuffer(key.encode(), dtype=np.uint8)
-    return x, keys
-
-
-def passkey_train_batch(batch: int, length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Training windows of ``length`` tokens; only the five key digits after the query are targets."""
-    xs = np.empty((batch, length + 1), dtype=np.int64)
-    ys = np.full((batch, length), IGNORE, dtype=np.int64)
-    for b in range(batch):
-        prompt, key = passkey_example(length + 1, rng)
-        xs[b] = np.frombuffer((prompt + key).encode(), dtype=np.uint8)
-        ys[b, length - _KEY_DIGITS:] = xs[b, length + 1 - _KEY_DIGITS:]
-    return xs[:, :-1], ys
+    return Corpus(name, np.frombuffer(train, dtype=np.uint8), np.frombuffer(valid, dtype=np.uint8), sha.lower(),
+                  spec.split)

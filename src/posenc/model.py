@@ -66,6 +66,12 @@ class ModelConfig:
     attn: AttnMode = "auto"
     #: Cap (MiB) of one (B, H, chunk, S) float32 logits tensor on the explicit path without autograd.
     explicit_chunk_mb: float = 64.0
+    #: Scale of the token embeddings an absolute PE is added to; None: √d_model, as in the original
+    #: Transformer (Vaswani et al. 2017, §3.4), so that an encoding of unit-scale entries meets token
+    #: embeddings of comparable size instead of swamping them. The sum is scaled back by the same factor, so
+    #: the residual stream keeps its initial scale and a PE that adds nothing sees plain token embeddings
+    #: (see the conventions page).
+    embed_scale: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_layer", "n_head", "d_model"):
@@ -83,6 +89,15 @@ class ModelConfig:
         mb = self.explicit_chunk_mb
         if not isinstance(mb, (int, float)) or isinstance(mb, bool) or not mb > 0 or not math.isfinite(mb):
             raise ValueError(f"ModelConfig: 'explicit_chunk_mb' must be a number > 0, got {mb!r}")
+        es = self.embed_scale
+        if es is not None and (not isinstance(es, (int, float)) or isinstance(es, bool) or not es > 0
+                               or not math.isfinite(es)):
+            raise ValueError(f"ModelConfig: 'embed_scale' must be None or a number > 0, got {es!r}")
+
+    @property
+    def token_scale(self) -> float:
+        """The factor on the token embeddings: ``embed_scale``, or √d_model when it is None."""
+        return math.sqrt(self.d_model) if self.embed_scale is None else float(self.embed_scale)
 
     @property
     def head_dim(self) -> int:
@@ -317,7 +332,8 @@ class Transformer(nn.Module):
                 ) -> tuple[Tensor, Tensor | None]:
         ctx = self.context(tokens, pos)
         plans = self.plan(ctx, tokens.size(0))
-        x = self.drop(self.pe.embed(self.wte(tokens), ctx))  # (B, T, C)
+        s = self.cfg.token_scale  # tok + PE/s: the PE is added to √d-scaled tokens, then scaled back
+        x = self.drop(self.pe.embed(self.wte(tokens) * s, ctx) / s)  # (B, T, C)
         for block, plan in zip(self.blocks, plans, strict=True):
             x = block(x, ctx, self.pe, plan)
         logits = self.head(self.ln_f(x))  # (B, T, V)

@@ -9,6 +9,7 @@ YAML is read only through :func:`read_yaml`: PyYAML's *safe* loader (tags such a
 errors and never executed), duplicate keys rejected, YAML 1.2 booleans (only ``true``/``false``), files of
 at most :data:`MAX_YAML_BYTES` and documents that expand to at most :data:`MAX_YAML_NODES` nodes once aliases
 are followed (an "alias bomb" is refused before it is built). Errors name the file and, where known, the line.
+YAML is written only through :func:`dump_yaml` (the safe dumper), so this is the one module importing PyYAML.
 
 This module imports neither torch nor pandas: the knowledge-base commands start fast.
 """
@@ -44,6 +45,7 @@ __all__ = [
     "data_dir",
     "read_yaml",
     "parse_yaml",
+    "dump_yaml",
 ]
 
 ROOT_ENV = "POSENC_ROOT"
@@ -235,6 +237,18 @@ def _expanded_size(node: yaml.Node, limit: int) -> int:
     return memo[id(node)]
 
 
+# Where an alias token ("*name") could start: at the start of a line or after whitespace or a flow or
+# value indicator. Anything else with a "*" (LaTeX such as k^*, a product a*b) is a false positive, never a miss.
+_ALIAS_START = re.compile(r"(?:^|[\s\[{,:?-])\*", re.M)
+
+
+def _may_have_aliases(text: str) -> bool:
+    """False only when ``text`` cannot expand past :data:`MAX_YAML_NODES`: it has no alias token, and it is so
+    short that its own nodes (at most 1.5 per character, e.g. ``{a,b}``) stay under the limit. Walking the
+    node graph in Python is the largest cost of reading a card, so the common case skips it."""
+    return 3 * len(text) > 2 * MAX_YAML_NODES or _ALIAS_START.search(text) is not None
+
+
 def _error_line(exc: yaml.YAMLError) -> tuple[str, int | None]:
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
@@ -254,7 +268,7 @@ def parse_yaml(text: str, name: str = "<string>") -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        if _expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+        if _may_have_aliases(text) and _expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
             raise YAMLReadError(name, f"YAML error: the document expands to more than {MAX_YAML_NODES:,} nodes "
                                       "through its aliases (refused)")
         return loader.construct_document(node)
@@ -285,3 +299,9 @@ def read_yaml(path: str | os.PathLike[str], root: str | os.PathLike[str] | None 
     except OSError as exc:
         raise YAMLReadError(name, f"cannot read: {exc.strerror or exc}") from None
     return parse_yaml(text, name)
+
+
+def dump_yaml(data: Any, **options: Any) -> str:
+    """``data`` as YAML text with PyYAML's *safe* dumper (plain types only); ``options`` are those of
+    :func:`yaml.safe_dump` (e.g. ``sort_keys=False``, ``default_flow_style=True``, ``width``)."""
+    return str(yaml.safe_dump(data, **options))

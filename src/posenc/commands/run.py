@@ -1,55 +1,68 @@
 """`posenc run` (execute a method's notebook with papermill) and `posenc leaderboard`.
 
-``posenc run ID`` executes the parameterised template ``notebooks/extrapolation.ipynb`` for one method and
-writes the executed notebook to ``book/runs/<preset>/<id>.ipynb`` (or ``--out``); the notebook stores the
-result JSON under ``results/<preset>/``. ``posenc run --all`` does it for every card with an
-implementation, baselines first, skipping methods whose result and notebook already exist (``--force``
-reruns them). A failing cell stops that notebook: the command reports the cell's error and the notebook's
-path, keeps every completed result, goes on with the next method, and exits with status 1.
+``posenc run ID`` executes the parameterised template ``notebooks/extrapolation.ipynb`` for one method over
+the preset's seeds and writes the executed notebook to ``book/runs/<preset>/<ID>.ipynb`` (or --out); the
+notebook stores one result JSON per seed under ``results/<preset>/``. A run with --hp or --set is keyed by
+its configuration: its files get an ``@<hash>`` suffix and never replace the canonical ones.
+``posenc run --all`` does it for every card with an implementation, base models first, skipping methods
+whose completion marker matches (--force reruns them). A failing cell stops that notebook: the command names
+the cell's error and the notebook, keeps every completed result, goes on, and exits with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from posenc import paths
+
 TEMPLATE = Path("notebooks") / "extrapolation.ipynb"
+PRESET_NAMES = ("smoke", "cpu", "gpu")
 
 
 def add_parsers(sub: Any) -> None:  # argparse's private _SubParsersAction type
     """Register ``run`` and ``leaderboard`` on ``sub``."""
     p = sub.add_parser("run", help="run a method's extrapolation notebook (papermill) and store its results",
-                       description=__doc__.split("\n\n")[1] if __doc__ else None)
+                       description=__doc__.split("\n\n")[1] if __doc__ else None,
+                       epilog="examples: posenc run alibi --preset smoke; posenc run yarn --preset cpu --hp scale=8; "
+                              "posenc run --all --preset cpu --jobs 2")
     p.add_argument("id", nargs="?", help="card / registry id, e.g. alibi")
     p.add_argument("--all", action="store_true", help="every card with an implementation")
-    p.add_argument("--preset", default="smoke", choices=("smoke", "cpu", "gpu"))
+    p.add_argument("--preset", default="smoke", choices=PRESET_NAMES)
+    p.add_argument("--seeds", help="comma-separated seeds (default: the preset's), e.g. 0,1,2")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="executed notebook path (one id) or folder (--all); default book/runs/<preset>/")
-    p.add_argument("--results", help="results root (default: results/ in the checkout)")
-    p.add_argument("--force", action="store_true", help="recompute results that already exist")
+    p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", dest="hparams",
+                   help="set a hyperparameter of the method (repeatable), e.g. --hp scale=8 --hp base=500000")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
                    help="override a preset field (repeatable), e.g. --set steps=10 --set eval_factors=[1,2]")
+    p.add_argument("--out", help="executed notebook file (one id) or folder; default book/runs/<preset>/")
+    p.add_argument("--results", help="results folder (default: results/ in the checkout)")
+    p.add_argument("--force", action="store_true", help="recompute results that already exist")
+    p.add_argument("--jobs", type=int, default=1, help="notebooks run at once with --all (default 1)")
+    p.add_argument("--backend", default="local", choices=("local", "submitit"),
+                   help="where --all runs its jobs: this machine, or a cluster through submitit")
     p.add_argument("--template", help=f"notebook template (default {TEMPLATE})")
     p.set_defaults(handler=_run)
 
-    lb = sub.add_parser("leaderboard", help="summarise stored results: results/<preset>/leaderboard.{csv,md,png}")
-    lb.add_argument("--preset", default="cpu", choices=("smoke", "cpu", "gpu"))
-    lb.add_argument("--results", help="results root (default: results/ in the checkout)")
+    lb = sub.add_parser("leaderboard", help="summarise stored results: results/<preset>/leaderboard.{csv,md,png}",
+                        description="Aggregate every canonical result of a preset over its seeds (mean and 95% "
+                                    "interval), judge each card's claims, and write the leaderboard table, its "
+                                    "figure and the claims ledger beside the results.")
+    lb.add_argument("--preset", default="cpu", choices=PRESET_NAMES)
+    lb.add_argument("--results", help="results folder (default: results/ in the checkout)")
     lb.set_defaults(handler=_leaderboard)
 
 
-def _parse_overrides(items: list[str]) -> dict[str, Any]:
+def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs; values are JSON when they parse (numbers, lists, true/false/null), else text."""
     out: dict[str, Any] = {}
     for item in items:
         name, sep, raw = item.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
+        if not sep or not name.strip():
+            raise ValueError(f"{flag} expects NAME=VALUE, got {item!r}")
         try:
             out[name.strip()] = json.loads(raw)
         except json.JSONDecodeError:
@@ -57,121 +70,62 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def implemented_cards() -> list[str]:
-    """Ids of cards whose ``implementation`` is registered, baselines first, then sorted."""
-    import yaml
-
-    from posenc.experiment import BASELINES, repo_root
-    from posenc.pe.base import available
-
-    have = set(available())
-    ids = []
-    for path in sorted((repo_root() / "taxonomy" / "methods").glob("*.yaml")):
-        card = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        impl = card.get("implementation")
-        if impl and impl in have and card.get("id", path.stem) == impl:
-            ids.append(impl)
-    return sorted(ids, key=lambda m: (m not in BASELINES, BASELINES.index(m) if m in BASELINES else 0, m))
-
-
-def _kernel_name() -> str:
-    """``python3`` when that kernel runs this interpreter, else a temporary kernelspec that does."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
+def parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
     try:
-        argv0 = KernelSpecManager().get_kernel_spec("python3").argv[0]
-    except NoSuchKernel:
-        argv0 = ""
-    # jupyter_client replaces a bare "python"/"python3"/"python3.X" with sys.executable when it launches.
-    bare = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}
-    if argv0 in bare or (argv0 and Path(argv0).resolve() == Path(sys.executable).resolve()):
-        return "python3"
-    folder = Path(tempfile.mkdtemp(prefix="posenc-kernel-")) / "kernels" / "posenc-python3"
-    folder.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "Python 3 (posenc)", "language": "python"}
-    (folder / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(folder.parents[1]), os.environ.get("JUPYTER_PATH")]))
-    return "posenc-python3"
-
-
-def execute(method: str, *, preset: str, device: str, seed: int, out: Path, results_dir: Path,
-            overrides: dict[str, Any], force: bool, template: Path, kernel: str | None = None) -> Path:
-    """Execute the template for ``method`` into ``out``. Raises papermill's execution error on failure."""
-    import papermill as pm
-
-    from posenc.experiment import repo_root
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(
-        str(template), str(out),
-        parameters={"method": method, "preset": preset, "device": device, "seed": seed,
-                    "results_dir": str(results_dir), "overrides": overrides, "force": force},
-        kernel_name=kernel or _kernel_name(), cwd=str(repo_root()), progress_bar=False,
-        request_save_on_cell_execute=True,
-    )
-    return out
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds expects comma-separated ints >= 0, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds expects distinct comma-separated ints >= 0, got {text!r}")
+    return seeds
 
 
 def _run(args: argparse.Namespace) -> int:
-    from papermill.exceptions import PapermillExecutionError
-
-    from posenc import experiment as E
+    # torch, papermill and the experiment stack load only when a run is asked for.
+    from posenc.experiment import sweep as S
 
     if bool(args.id) == bool(args.all):
         print("posenc run: give one ID or --all", file=sys.stderr)
         return 2
     try:
-        overrides = _parse_overrides(args.overrides)
-        E.get_preset(args.preset, **dict(overrides))
-        E.resolve_device(args.device)
-        ids = implemented_cards() if args.all else [args.id]
-        for m in ids:
-            E.validate(m, args.preset, args.device, None, dict(overrides))
-    except ValueError as e:
+        hparams = parse_assignments(args.hparams, "--hp")
+        overrides = parse_assignments(args.overrides, "--set")
+        seeds = parse_seeds(args.seeds)
+        if args.jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+        if args.all and hparams:
+            raise ValueError("--hp applies to one method; give an ID instead of --all")
+        root = paths.find_root()
+        template = Path(args.template) if args.template else root / TEMPLATE
+        if not template.is_file():
+            raise ValueError(f"notebook template {template} not found")
+        plan = S.plan(None if args.all else [args.id], preset=args.preset, seeds=seeds, hparams=hparams,
+                      overrides=overrides, device=args.device, out=Path(args.out) if args.out else None,
+                      results_dir=Path(args.results) if args.results else None, template=template)
+    except (ValueError, paths.RootError) as e:
         print(f"posenc run: {e}", file=sys.stderr)
         return 2
-    root = E.repo_root()
-    template = Path(args.template) if args.template else root / TEMPLATE
-    if not template.exists():
-        print(f"posenc run: notebook template {template} not found", file=sys.stderr)
-        return 2
-    results_dir = Path(args.results).resolve() if args.results else E.results_root()
-    if args.out and not args.all:
-        outs = {ids[0]: Path(args.out)}
-    else:
-        folder = Path(args.out) if args.out else root / "book" / "runs" / args.preset
-        outs = {m: folder / f"{m}.ipynb" for m in ids}
-    kernel = _kernel_name()
-    failures = []
-    for m in ids:
-        out = outs[m].resolve()
-        if args.all and not args.force and out.exists() and E.load_result(m, args.preset, args.seed, results_dir):
-            print(f"posenc run: {m}: complete, skipped (use --force to rerun)")
-            continue
-        try:
-            execute(m, preset=args.preset, device=args.device, seed=args.seed, out=out, results_dir=results_dir,
-                    overrides=dict(overrides), force=args.force, template=template, kernel=kernel)
-        except PapermillExecutionError as e:
-            print(f"posenc run: {m}: cell {e.exec_count} raised {e.ename}: {e.evalue}\n  notebook: {out}",
-                  file=sys.stderr)
-            failures.append(m)
-            continue
-        print(f"posenc run: {m}: {out} and {E.result_path(m, args.preset, args.seed, results_dir)}")
-    if failures:
-        print(f"posenc run: {len(failures)} failed: {', '.join(failures)}", file=sys.stderr)
-        return 1
-    return 0
+    try:
+        return S.execute_plan(plan, force=args.force, jobs=args.jobs, backend=args.backend)
+    except KeyboardInterrupt:
+        done = S.completed(plan)
+        print(f"\nposenc run: interrupted; {len(done)} of {len(plan.jobs)} methods complete and kept "
+              f"({', '.join(done) or 'none'}); every finished seed's result is kept; rerun to resume",
+              file=sys.stderr)
+        return 130
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    from posenc import experiment as E
+    from posenc.experiment import leaderboard as LB
+    from posenc.experiment.results import ResultError
 
     try:
-        df = E.leaderboard(args.preset, args.results)
-    except ValueError as e:
+        table = LB.write_leaderboard(args.preset, args.results)
+    except (ValueError, ResultError) as e:
         print(f"posenc leaderboard: {e}", file=sys.stderr)
         return 1
-    folder = E.results_root(args.results) / args.preset
-    print(f"{len(df)} methods -> {folder / 'leaderboard.csv'}, .md, .png")
+    folder = paths.results_dir(args.results) / args.preset
+    print(f"{len(table)} entries -> {paths.relative(folder / 'leaderboard.csv')}, .md, .png and ledger.json")
     return 0

@@ -1,7 +1,7 @@
 """`posenc list | show | query | cite | validate`: the knowledge base on the command line.
 
 None of these imports torch, matplotlib or pandas: cards are read as plain records
-(:func:`posenc.taxonomy.records`), tables are printed with tabulate, citations with bibtexparser.
+(:func:`posenc.cards.records`), tables are printed with tabulate, citations with bibtexparser.
 Exit status: 0 on success, 1 when ``validate`` finds problems, 2 on bad input (unknown id, bad query).
 """
 
@@ -14,6 +14,8 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+from posenc import cards, paths
 
 TABLE_FORMATS = ("table", "csv", "json", "markdown")
 CITE_FORMATS = ("bibtex", "apa", "markdown", "table", "csv", "json")
@@ -109,11 +111,9 @@ def _errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
     """Turn the library's input errors into a message on stderr and exit status 2."""
 
     def handler(args: argparse.Namespace) -> int:
-        from posenc.taxonomy import QueryError, TaxonomyError
-
         try:
             return fn(args)
-        except (TaxonomyError, QueryError) as exc:
+        except (cards.TaxonomyError, cards.QueryError, paths.RootError) as exc:
             return _fail(args, str(exc))
         except KeyError as exc:  # a bibliography key that does not resolve
             return _fail(args, str(exc.args[0]) if exc.args else repr(exc))
@@ -125,19 +125,17 @@ def _errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
 
 
 def _columns(spec: str | None, default: Iterable[str]) -> list[str]:
-    from posenc.taxonomy import COLUMNS, FIELD_ALIASES, QueryError, _hint
-
     if not spec:
         return list(default)
     if spec.strip() == "all":
-        return list(COLUMNS)
+        return list(cards.COLUMNS)
     cols = []
     for name in (c.strip() for c in spec.split(",")):
         if not name:
             continue
-        col = FIELD_ALIASES.get(name, name)
-        if col not in COLUMNS:
-            raise QueryError(f"unknown column {name!r}" + _hint(name, COLUMNS))
+        col = cards.FIELD_ALIASES.get(name, name)
+        if col not in cards.COLUMNS:
+            raise cards.QueryError(f"unknown column {name!r}" + cards.hint(name, cards.COLUMNS))
         cols.append(col)
     return cols
 
@@ -146,22 +144,18 @@ def _columns(spec: str | None, default: Iterable[str]) -> list[str]:
 @_errors
 def cmd_list(args: argparse.Namespace) -> int:
     """Print every card (one row each)."""
-    from posenc.taxonomy import records
-
     cols = _columns(args.columns, DEFAULT_COLUMNS)
-    _out(render(records(args.root), cols, args.format))
+    _out(render(cards.records(args.root), cols, args.format))
     return 0
 
 
 @_errors
 def cmd_query(args: argparse.Namespace) -> int:
     """Print the cards matching a filter expression."""
-    from posenc.taxonomy import filter_records, parse_query, records
-
     text = " ".join(args.expression)
     cols = _columns(args.columns, DEFAULT_COLUMNS)
-    parse_query(text)  # report syntax errors before reading the cards
-    rows = filter_records(records(args.root), text)
+    cards.parse_query(text)  # report syntax errors before reading the cards
+    rows = cards.filter_records(cards.records(args.root), text)
     _out(render(rows, cols, args.format))
     if not rows and args.format == "table":
         sys.stderr.write("no card matches\n")
@@ -171,11 +165,9 @@ def cmd_query(args: argparse.Namespace) -> int:
 @_errors
 def cmd_show(args: argparse.Namespace) -> int:
     """Print one whole card."""
-    from posenc.taxonomy import load_card, resolve_id
-
-    card = load_card(resolve_id(args.id, args.root), args.root)
+    card = cards.load_card(cards.resolve_id(args.id, args.root), args.root)
     if args.format == "json":
-        _out(json.dumps(card, indent=2, ensure_ascii=False, default=str) + "\n")
+        _out(json.dumps(dict(card), indent=2, ensure_ascii=False, default=str) + "\n")
     else:
         _out(render(_card_rows(card), ("field", "value"), args.format, wrap=90))
     return 0
@@ -184,7 +176,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 @_errors
 def cmd_cite(args: argparse.Namespace) -> int:
     """Print citations: a card's primary reference, all its references, the project, or everything."""
-    from posenc import cite
+    from posenc import cite  # imported here: bibtexparser costs ~60 ms, and only this command needs it
 
     if args.everything:
         bib = cite.bibliography(args.root)
@@ -195,12 +187,8 @@ def cmd_cite(args: argparse.Namespace) -> int:
     elif args.id == cite.PROJECT_KEY:
         entries, arxiv = cite.project_entries(args.root), {}
     else:
-        from posenc.taxonomy import load_card, resolve_id
-
-        card = load_card(resolve_id(args.id, args.root), args.root)
-        bib = cite.bibliography(args.root)
-        entries = [bib.get(k) for k in cite.card_keys(card, args.all)]
-        arxiv = {card["bibkey"]: card["arxiv"]} if isinstance(card.get("arxiv"), str) else {}
+        card = cards.load_card(cards.resolve_id(args.id, args.root), args.root)
+        entries, arxiv = cards.card_entries(card, args.all, args.root)
     if args.format in cite.FORMATS:
         _out(cite.format_entries(entries, args.format, arxiv))
         return 0
@@ -225,11 +213,9 @@ def cmd_cite(args: argparse.Namespace) -> int:
 @_errors
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check every card, the category tree, the bibliography and the registry; exit 1 on any problem."""
-    from posenc.taxonomy import METHODS_DIR, find_root, validate
-
-    root = find_root(args.root)
-    problems = validate(root)
-    n_cards = len(list((root / METHODS_DIR).glob("*.yaml")))
+    root = paths.find_root(args.root)
+    problems = cards.validate(root)
+    n_cards = len(cards.card_ids(root))
     summary = f"{n_cards} card{'s' if n_cards != 1 else ''}, {len(problems)} problem{'s' if len(problems) != 1 else ''}"
     if args.format == "json":
         _out(json.dumps({"cards": n_cards, "problems": [p.as_dict() for p in problems]}, indent=2,

@@ -80,7 +80,9 @@ class PositionalEncoding(nn.Module):
     * ``static_bias``: :meth:`bias` depends only on positions and fixed hyperparameters (no parameters, no
       tokens), so the model may keep its float mask across forwards at fixed positions (checked by the tests);
     * ``bias_per_layer``: ``bias``/``rotate`` differ between layers (the model then builds masks per layer);
-    * ``logits_halo``: rows before a query chunk that :meth:`logits` needs (DAPE v2's convolution).
+    * ``logits_halo``: rows before a query chunk that :meth:`logits` needs (DAPE v2's convolution);
+    * ``designed_for``: the task of :mod:`posenc.tasks` a task-specific method was made for (e.g. "addition"
+      for position coupling); the experiments train that task for it and for the baselines.
     """
 
     id: str = "nope"
@@ -91,6 +93,7 @@ class PositionalEncoding(nn.Module):
     static_bias: bool = False
     bias_per_layer: bool = False
     logits_halo: int = 0
+    designed_for: ClassVar[str | None] = None
 
     def __init__(self, *, head_dim: int, num_heads: int, train_len: int) -> None:
         super().__init__()
@@ -193,6 +196,7 @@ class MethodSpec:
     learnable: bool = False
     scale_policy: ScalePolicy = None
     explicit: bool = False
+    designed_for: str | None = None
 
     def build(self, *, head_dim: int, num_heads: int, train_len: int, **hparams: Any) -> PositionalEncoding:
         """Build the PE; unknown hyperparameters raise ``ValueError`` naming them."""
@@ -239,7 +243,7 @@ def register(cls: P) -> P:
     register_spec(MethodSpec(
         id=cls.id, factory=cls, cls=cls, hyperparameters=MappingProxyType(class_hyperparameters(cls)),
         applies_to=cls.applies_to, relative=bool(cls.relative), learnable=bool(cls.learnable),
-        scale_policy=cls.scale_policy, explicit=cls.overrides_logits(),
+        scale_policy=cls.scale_policy, explicit=cls.overrides_logits(), designed_for=cls.designed_for,
     ))
     return cls
 

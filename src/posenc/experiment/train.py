@@ -1,0 +1,265 @@
+"""Training: the optimiser, the schedule, a device-side loop with no per-step host sync, and checkpoints.
+
+The loop keeps the device busy: the training stream lives on the device and batches are sampled there with a
+seeded generator; losses are accumulated on the device and read every ``log_every`` steps (one sync per log
+line, none per step). Mixed precision follows the device: bf16 autocast where supported, else fp16 with a
+gradient scaler on CUDA, else fp32 (always on CPU).
+
+The PE's own parameters (bias tables, slopes, MLPs, CLEX's ODE) get their own optimiser group with learning
+rate ``pe_lr_mult × lr`` and no weight decay: at the model's learning rate a T5 bias table moves at most ~0.2
+from its initial values in a cpu-preset run, so learned biases would be judged at their initialisation.
+Each run records how far the PE's parameters moved (:func:`pe_shift`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from posenc.experiment.presets import Preset
+
+__all__ = [
+    "TrainLog",
+    "Precision",
+    "precision_for",
+    "deterministic",
+    "lr_at",
+    "make_optimizer",
+    "train_loop",
+    "pe_shift",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+]
+
+#: A batch sampler: ``(generator) -> (x (B, T) int64, y (B, T) int64)`` on the training device.
+Sampler = Callable[[torch.Generator], tuple[Tensor, Tensor]]
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The autocast dtype (None: fp32) and whether a gradient scaler is needed (fp16)."""
+
+    dtype: torch.dtype | None
+    scaler: bool
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+
+def precision_for(device: torch.device) -> Precision:
+    """bf16 where the device supports it, else fp16 with a grad scaler (pre-Ampere CUDA), else fp32 (CPU)."""
+    if device.type != "cuda":
+        return Precision(None, False)
+    if torch.cuda.is_bf16_supported():
+        return Precision(torch.bfloat16, False)
+    return Precision(torch.float16, True)
+
+
+@contextlib.contextmanager
+def deterministic(seed: int, device: torch.device) -> Iterator[dict[str, Any]]:
+    """Seed torch and ask for deterministic kernels; yields what was promised, for the result metadata.
+
+    On CPU the kernels used here are deterministic, so two runs with one seed give identical numbers (a
+    test keeps it so) without switching on ``use_deterministic_algorithms`` (which imports the compiler
+    stack, about a second per run). On CUDA, deterministic algorithms are requested strictly; where a kernel
+    has no deterministic version the run records ``bitwise_reproducible: false`` instead of promising it.
+    """
+    torch.manual_seed(seed)
+    info: dict[str, Any] = {"bitwise_reproducible": True}
+    if device.type != "cuda":
+        yield info
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield info
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+    # Kernels without a deterministic implementation warn once (warn_only); say so instead of promising.
+    info["bitwise_reproducible"] = "unknown: some CUDA kernels may be non-deterministic"
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int, min_lr_frac: float) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_frac × lr``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return lr * (min_lr_frac + (1 - min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def make_optimizer(model: nn.Module, p: Preset, lr: float) -> torch.optim.Optimizer:
+    """AdamW with three groups: matrices (weight decay), other model parameters, and the PE's parameters
+    (``pe_lr_mult × lr``, no decay). Each group remembers its base learning rate as ``base_lr``."""
+    pe_ids = {id(q) for q in model.pe.parameters()} if hasattr(model, "pe") else set()
+    decay, no_decay, pe = [], [], []
+    for q in model.parameters():
+        if not q.requires_grad:
+            continue
+        (pe if id(q) in pe_ids else decay if q.dim() >= 2 else no_decay).append(q)
+    groups = [{"params": decay, "weight_decay": p.weight_decay, "base_lr": lr},
+              {"params": no_decay, "weight_decay": 0.0, "base_lr": lr}]
+    if pe:
+        groups.append({"params": pe, "weight_decay": 0.0, "base_lr": lr * p.pe_lr_mult})
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.95))
+
+
+@dataclass
+class TrainLog:
+    """Loss curve (``[{"step", "loss"}]``, read every ``log_every`` steps) and the run's facts."""
+
+    loss: list[dict[str, float]]
+    steps: int
+    tokens: int
+    precision: str
+
+
+def train_loop(model: nn.Module, sample: Sampler, *, steps: int, lr: float, p: Preset, device: torch.device,
+               generator: torch.Generator, label: str, warmup: int | None = None,
+               loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+               progress: Callable[[int, float], None] | None = None) -> TrainLog:
+    """Train ``model`` for ``steps`` steps on batches from ``sample``; returns the loss curve.
+
+    ``loss_fn(logits, y)`` defaults to the mean cross-entropy over targets (``-100`` ignored). Raises
+    ``FloatingPointError`` naming ``label`` and the step when a logged loss is not finite (the loss is also
+    checked at the last step, so a NaN run never produces a result).
+    """
+    prec = precision_for(device)
+    opt = make_optimizer(model, p, lr)
+    scaler = torch.amp.GradScaler("cuda") if prec.scaler else None
+    warm = p.warmup if warmup is None else warmup
+    acc = torch.zeros((), device=device)
+    n_acc = 0
+    curve: list[dict[str, float]] = []
+    tokens = 0
+    model.train()
+    for step in range(steps):
+        x, y = sample(generator)
+        tokens += x.numel()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, g["base_lr"], warm, p.min_lr_frac)
+        with torch.autocast(device.type, dtype=prec.dtype or torch.float32, enabled=prec.dtype is not None):
+            logits, _ = model(x)
+        logits = logits.float()
+        loss = (loss_fn(logits, y) if loss_fn is not None else
+                nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100))
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+        else:
+            loss.backward()
+        if p.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        acc += loss.detach()
+        n_acc += 1
+        if (step + 1) % p.log_every == 0 or step == steps - 1:
+            value = float(acc.item()) / n_acc  # the only host sync: once per log line
+            if not math.isfinite(value):
+                raise FloatingPointError(f"{label}: loss is {value} around step {step}; training stopped")
+            curve.append({"step": step, "loss": value})
+            acc.zero_()
+            n_acc = 0
+            if progress is not None:
+                progress(step + 1, value)
+    model.eval()
+    return TrainLog(curve, steps, tokens, prec.name)
+
+
+def pe_shift(initial: dict[str, Tensor], model: nn.Module) -> dict[str, Any]:
+    """How far the PE's learned parameters moved from their initial values.
+
+    Per parameter: the largest absolute change and the relative L2 change ‖θ − θ₀‖/max(‖θ₀‖, 1e-8).
+    ``moved`` is False when no parameter changed by 1 % or more (relative) — a learned PE that stayed at its
+    initialisation, which the book flags. Empty when the PE has no learned parameters.
+    """
+    out: dict[str, Any] = {}
+    for name, q in model.pe.named_parameters():
+        if not q.requires_grad or name not in initial:
+            continue
+        q0 = initial[name].to(q.device, torch.float32)
+        d = q.detach().float() - q0
+        out[name] = {"max_abs": float(d.abs().max()) if d.numel() else 0.0,
+                     "relative_l2": float(d.norm() / max(float(q0.norm()), 1e-8))}
+    if not out:
+        return {}
+    return {"parameters": out, "moved": any(v["relative_l2"] >= 0.01 for v in out.values())}
+
+
+# =========================================================================== checkpoints
+class CheckpointError(ValueError):
+    """A checkpoint that does not hold what its key says (another method or configuration, a bad checksum)."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    """Write the weights and ``meta`` (method, configuration key, loss ...) atomically, plus a sidecar with
+    the file's sha256; the temporary file is removed when anything fails (e.g. a full disk)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    side = path.with_suffix(path.suffix + ".sha256")
+    side_tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    try:
+        torch.save({"state_dict": state, "meta": meta}, tmp)
+        digest = _sha256(tmp)
+        side_tmp.write_text(json.dumps({"sha256": digest, "key": meta.get("key")}) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        os.replace(side_tmp, side)
+    except OSError as e:
+        raise OSError(f"cannot write checkpoint {path}: {e.strerror or e}") from e
+    finally:
+        for t in (tmp, side_tmp):
+            if t.exists():
+                t.unlink()
+
+
+def load_checkpoint(path: Path, *, method: str, key: str) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` when it exists and holds ``method`` under configuration ``key``.
+
+    None when absent. A truncated file or one whose checksum differs from its sidecar is moved aside to
+    ``<name>.corrupt`` (kept for inspection, then retrained); a readable checkpoint of another method or
+    configuration raises :class:`CheckpointError` naming both, since it cannot have got there by accident.
+    """
+    side = path.with_suffix(path.suffix + ".sha256")
+    if not path.exists():
+        return None
+    try:
+        expected = json.loads(side.read_text(encoding="utf-8"))["sha256"]
+        ok = _sha256(path) == expected
+        ckpt = torch.load(path, map_location="cpu", weights_only=True) if ok else None
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError):
+        ok, ckpt = False, None
+    if not ok or not isinstance(ckpt, dict) or "meta" not in ckpt:
+        path.replace(path.with_name(path.name + ".corrupt"))
+        return None
+    meta = ckpt["meta"]
+    if meta.get("method") != method or meta.get("key") != key:
+        raise CheckpointError(f"checkpoint {path} holds method {meta.get('method')!r} with configuration "
+                              f"{meta.get('key')!r}, not {method!r} with {key!r}; remove it")
+    return ckpt
