@@ -132,8 +132,11 @@ def entries(length: int, posenc_ids: list[str], with_xt: bool) -> dict[str, tupl
     return out
 
 
-def measure(length: int, posenc_ids: list[str], with_xt: bool, repeats: int) -> dict[str, tuple[float, int, str]]:
-    """Median seconds per step, parameter count and path of every entry at ``length``."""
+Timing = tuple[float, float, int, str]  # median and fastest seconds per step, parameter count, posenc path
+
+
+def measure(length: int, posenc_ids: list[str], with_xt: bool, repeats: int) -> dict[str, Timing]:
+    """Median and fastest seconds per step, parameter count and path of every entry at ``length``."""
     models = entries(length, posenc_ids, with_xt)
     steps = {name: train_step(m, length) for name, (m, _) in models.items()}
     for step in steps.values():  # two warm-up steps each
@@ -147,11 +150,11 @@ def measure(length: int, posenc_ids: list[str], with_xt: bool, repeats: int) -> 
             steps[name]()
             times[name].append(time.perf_counter() - t0)
         print(f"  {length} tokens: round {r + 1}/{repeats}", flush=True)
-    return {name: (statistics.median(times[name]), sum(p.numel() for p in models[name][0].parameters()),
-                   models[name][1]) for name in names}
+    return {name: (statistics.median(times[name]), min(times[name]),
+                   sum(p.numel() for p in models[name][0].parameters()), models[name][1]) for name in names}
 
 
-def table(results: dict[int, dict[str, tuple[float, int, str]]], repeats: int, command: str) -> str:
+def table(results: dict[int, dict[str, Timing]], repeats: int, command: str, load: str) -> str:
     lengths = sorted(results)
     names = list(results[lengths[0]])
     limit = names[0]
@@ -160,17 +163,19 @@ def table(results: dict[int, dict[str, tuple[float, int, str]]], repeats: int, c
             f"{D_MODEL // N_HEAD}, {TOKENS_PER_STEP} tokens per step (batch = {TOKENS_PER_STEP} // length), "
             f"median of {repeats} interleaved rounds; torch {torch.__version__}, {torch.get_num_threads()} threads, "
             f"{platform.processor() or platform.machine()}, subnormals flushed, "
-            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}. "
-            "tokens/s (× the limit's time per step; lower is better).\n\n")
+            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}; load average {load}. "
+            "Cells: tokens/s of the median step · its time relative to the limit's median step (lower is "
+            "better) · in brackets the same ratio for the fastest steps, which other processes on the machine "
+            "disturb least.\n\n")
     cols = " | ".join(f"{T} tokens" for T in lengths)
     lines = [f"| model | params | path | {cols} |", "|---|---|---|" + "---|" * len(lengths)]
     for name in names:
         cells = []
         for T in lengths:
-            sec = results[T][name][0]
-            ratio = sec / results[T][limit][0]
-            cells.append(f"{TOKENS_PER_STEP / sec:,.0f} ({ratio:.2f}×)")
-        params, path = results[lengths[0]][name][1], results[lengths[0]][name][2]
+            med, fast = results[T][name][0], results[T][name][1]
+            ratio, fast_ratio = med / results[T][limit][0], fast / results[T][limit][1]
+            cells.append(f"{TOKENS_PER_STEP / med:,.0f} · {ratio:.2f}× ({fast_ratio:.2f}×)")
+        params, path = results[lengths[0]][name][2], results[lengths[0]][name][3]
         lines.append(f"| {name} | {params / 1e3:.0f}k | {path} | " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
 
@@ -192,12 +197,14 @@ def main() -> None:
         with_xt = False
     else:
         ids, with_xt = POSENC, True
+    load0 = os.getloadavg()[0]
     results = {T: measure(T, ids, with_xt, args.repeats) for T in args.lengths}
+    load = f"{load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (1-minute, {os.cpu_count()} CPUs)"
     command = "THP_MEM_ALLOC_ENABLE=1 " if os.environ.get("THP_MEM_ALLOC_ENABLE") else ""
     command += ".venv/bin/python benchmarks/overhead.py " + " ".join(
         [f"--lengths {' '.join(map(str, args.lengths))}", f"--repeats {args.repeats}"]
         + ([f"--posenc-only {' '.join(args.posenc_only)}"] if args.posenc_only is not None else []))
-    text = table(results, args.repeats, command)
+    text = table(results, args.repeats, command, load)
     print(text)
     if args.out:
         args.out.write_text(text)

@@ -184,6 +184,14 @@ def test_alibi_mask_is_kept_across_forwards_and_never_stale(monkeypatch: pytest.
     assert len(fast._static_masks) <= 4
 
 
+def test_flex_block_mask_is_kept_at_plain_positions_only() -> None:
+    m = _model("alibi", attn="flex").eval()
+    tokens = torch.randint(0, 256, (1, 12))
+    first = m.plan(m.context(tokens), 1)[0].block_mask
+    assert m.plan(m.context(tokens), 1)[0].block_mask is first and len(m._block_masks) == 1
+    assert m.plan(m.context(tokens, pos=torch.arange(12.0) * 2), 1)[0].block_mask is not first
+
+
 def test_learned_biases_are_never_kept_across_forwards() -> None:
     m = _model("t5_bias").eval()
     tokens = torch.randint(0, 256, (1, 12))

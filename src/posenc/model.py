@@ -240,7 +240,8 @@ class Transformer(nn.Module):
             if name.endswith("proj.weight") and not name.startswith("pe."):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
         # Float masks that depend only on positions, kept across forwards: (T, dtype, device, layer key) -> mask.
-        self._static_masks: OrderedDict[tuple[Any, ...], Tensor] = OrderedDict()
+        self._static_masks: OrderedDict[tuple[Any, ...], tuple[MaskBlock, ...]] = OrderedDict()
+        self._block_masks: OrderedDict[tuple[Any, ...], BlockMask] = OrderedDict()  # FlexAttention's, likewise
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -322,14 +323,22 @@ class Transformer(nn.Module):
         rows = max(1, int(self.cfg.explicit_chunk_mb * 2**20 // max(per_row, 1)))
         return None if rows >= ctx.q_pos.numel() else rows
 
-    @staticmethod
-    def _block_mask(ctx: PositionContext) -> BlockMask:
+    def _block_mask(self, ctx: PositionContext) -> BlockMask:
+        """FlexAttention's causal block mask from the positions; kept across forwards at plain positions."""
+        key = ("flex", ctx.q_pos.numel(), ctx.device)
+        if ctx.order == "arange" and key in self._block_masks:
+            return self._block_masks[key]
         q_pos, k_pos = ctx.q_pos, ctx.k_pos
 
         def causal(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
             return k_pos[kv_idx] <= q_pos[q_idx]
 
-        return create_block_mask(causal, None, None, q_pos.numel(), k_pos.numel(), device=ctx.device)
+        bm = create_block_mask(causal, None, None, q_pos.numel(), k_pos.numel(), device=ctx.device)
+        if ctx.order == "arange":
+            self._block_masks[key] = bm
+            while len(self._block_masks) > _STATIC_MASKS:
+                self._block_masks.popitem(last=False)
+        return bm
 
     def forward(self, tokens: Tensor, pos: Tensor | None = None, targets: Tensor | None = None
                 ) -> tuple[Tensor, Tensor | None]:

@@ -32,7 +32,7 @@ def test_put_get_lazy_and_errors() -> None:
     ctx = PositionContext.build(torch.arange(4.0))
     calls = []
     ctx.put("a", 1)
-    ctx.put_lazy("b", lambda: calls.append(1) or torch.ones(2))
+    ctx.put_lazy("b", lambda c: calls.append(1) or torch.ones(2))
     assert ctx.get("a") == 1 and not calls
     assert torch.equal(ctx.get("b"), torch.ones(2)) and ctx.get("b") is ctx.get("b") and calls == [1]
     with pytest.raises(ValueError, match="already set"):
@@ -58,6 +58,22 @@ def test_rows_slice_every_tensor_along_its_query_and_key_dims() -> None:
     assert sub.get("const") == 5.0
     assert sub.child is not None and torch.equal(sub.child.get("bias"), child.get("bias")[:, 2:5, :5])
     assert torch.equal(sub.causal_mask(), ctx.causal_mask()[2:5, :5])
+
+
+def test_rows_build_lazy_maps_for_the_chunk_only() -> None:
+    pos = torch.arange(8.0)
+    ctx = PositionContext.build(pos)
+    built: list[int] = []
+
+    def rel(c: PositionContext) -> torch.Tensor:
+        built.append(c.q_pos.numel())
+        return c.q_pos[:, None] - c.k_pos[None, :]
+
+    ctx.put_lazy("rel", rel, q_dim=-2, k_dim=-1)
+    sub = ctx.rows(4, 6, 6)
+    assert torch.equal(sub.get("rel"), (pos[:, None] - pos[None, :])[4:6, :6]) and built == [2]
+    assert torch.equal(ctx.get("rel"), pos[:, None] - pos[None, :]) and built == [2, 8]
+    assert torch.equal(ctx.rows(0, 3, 3).get("rel"), ctx.get("rel")[:3, :3]) and built == [2, 8]  # built: sliced
 
 
 def test_standalone_use_outside_the_model() -> None:

@@ -133,7 +133,7 @@ class BiasPE(PositionalEncoding):
         raise NotImplementedError
 
     def prepare(self, ctx: PositionContext) -> None:
-        ctx.put_lazy("bias", lambda: self.compute_bias(ctx), q_dim=-2, k_dim=-1)
+        ctx.put_lazy("bias", self.compute_bias, q_dim=-2, k_dim=-1)
 
     def bias(self, ctx: PositionContext, layer: int = 0) -> Tensor | None:
         return ctx.get("bias")

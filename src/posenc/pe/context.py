@@ -54,7 +54,7 @@ class _Entry:
     value: Any
     q_dim: int | None
     k_dim: int | None
-    make: Callable[[], Any] | None = None  # a lazy entry: built on first use
+    make: Callable[[PositionContext], Any] | None = None  # a lazy entry: built from the context on first use
 
 
 _UNSET = object()
@@ -134,11 +134,12 @@ class PositionContext:
         self._tensors[name] = _Entry(value, q_dim, k_dim)
         return value
 
-    def put_lazy(self, name: str, make: Callable[[], Any], *, q_dim: int | None = None,
+    def put_lazy(self, name: str, make: Callable[[PositionContext], Any], *, q_dim: int | None = None,
                  k_dim: int | None = None) -> None:
-        """Like :meth:`put`, but ``make()`` runs on the first :meth:`get` (at most once per forward), so a
-        tensor the model does not need (e.g. a bias whose float mask it kept from an earlier forward) is
-        never built."""
+        """Like :meth:`put`, but ``make(context)`` runs on the first :meth:`get` (at most once per context), so
+        a tensor the model does not need (e.g. a bias whose float mask it kept from an earlier forward) is
+        never built, and a query chunk (:meth:`rows`) builds only its own rows. ``make`` must depend on the
+        context's positions only through ``q_pos``/``k_pos`` (and its length)."""
         if name in self._tensors:
             raise ValueError(f"position context: {name!r} is already set (prepare must build it once)")
         self._tensors[name] = _Entry(_UNSET, q_dim, k_dim, make)
@@ -152,7 +153,7 @@ class PositionContext:
                            f"pe.prepare), not PositionContext.build alone") from None
         if e.value is _UNSET:
             assert e.make is not None
-            e.value, e.make = e.make(), None
+            e.value, e.make = e.make(self), None
         return e.value
 
     def __contains__(self, name: str) -> bool:
@@ -167,13 +168,18 @@ class PositionContext:
     def rows(self, start: int, stop: int, k_stop: int | None = None) -> PositionContext:
         """The context of queries ``start:stop`` against keys ``:k_stop`` (all keys by default).
 
-        Every stored tensor is sliced along its query and key dimensions, children too; the length (used by
-        dynamic scalings) stays that of the whole forward. Used by the chunked explicit attention path.
+        Every stored tensor is sliced along its query and key dimensions, children too; lazy entries not built
+        yet are built for the chunk's positions only (so a chunk never materialises the whole (T, S) map).
+        The length (used by dynamic scalings) stays that of the whole forward. Used by the chunked explicit
+        attention path.
         """
         k_stop = self.k_pos.numel() if k_stop is None else k_stop
         out = PositionContext(q_pos=self.q_pos[start:stop], k_pos=self.k_pos[:k_stop], tokens=self.tokens,
                               dtype=self.dtype, order="any", _length=self.length)
         for name, e in self._tensors.items():
+            if e.value is _UNSET and e.make is not None and (e.q_dim is not None or e.k_dim is not None):
+                out._tensors[name] = _Entry(_UNSET, e.q_dim, e.k_dim, e.make)
+                continue
             v = self.get(name)
             if e.q_dim is not None:
                 v = v.narrow(e.q_dim, start, stop - start)

@@ -79,11 +79,16 @@ def rope_angles(pos: Tensor, inv_freq: Tensor) -> Tensor:
 def rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate consecutive pairs (x_{2i}, x_{2i+1}) of the last dim by the angle whose cos/sin are given.
 
-    x: (..., T, D); cos, sin: (T, D/2) broadcastable. Computed in float32, returned in x's dtype.
+    x: (..., T, D); cos, sin: (T, D/2) broadcastable. Computed in float32, returned in x's dtype. The pair
+    (x_{2i}, x_{2i+1}) is the complex number x_{2i} + i·x_{2i+1} and is multiplied by cos + i·sin: the same
+    products as (x_{2i}·cos − x_{2i+1}·sin, x_{2i}·sin + x_{2i+1}·cos), in one vectorised kernel (as in
+    Llama's and gpt-fast's ``freqs_cis``).
     """
-    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (..., T, D/2) each
-    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (..., T, D/2, 2)
-    return out.flatten(-2).to(x.dtype)
+    xf = x.float()
+    if xf.stride(-1) != 1 or xf.storage_offset() % 2 or any(st % 2 for st in xf.stride()[:-1]):
+        xf = xf.contiguous()  # a complex view needs pairs aligned in memory
+    xc = torch.view_as_complex(xf.unflatten(-1, (-1, 2)))  # (..., T, D/2) complex64
+    return torch.view_as_real(xc * torch.complex(cos.float(), sin.float())).flatten(-2).to(x.dtype)
 
 
 def apply_rotary(x: Tensor, pos: Tensor, inv_freq: Tensor, scaling: float = 1.0) -> Tensor:
