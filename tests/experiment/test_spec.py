@@ -26,6 +26,7 @@ from posenc.pe import base as pe_base
     ({"method": "rope", "overrides": {"eval_bytes": 1000}}, "'eval_bytes'"),
     ({"method": "rope", "overrides": {"seeds": [0, 0]}}, "'seeds'"),
     ({"method": "yarn", "hparams": {"scale": 0.5}}, "'scale'"),
+    ({"method": "rope", "compile": "yes"}, "'compile' must be one of auto, on, off"),
 ])
 def test_bad_parameters_are_named_before_any_work(kwargs: dict, named: str) -> None:
     with pytest.raises(ValueError, match=named.replace("(", r"\(").replace("[", r"\[")):

@@ -42,7 +42,11 @@ def add_parsers(sub: Any) -> None:  # argparse's private _SubParsersAction type
     p.add_argument("--force", action="store_true", help="recompute results that already exist")
     p.add_argument("--jobs", type=int, default=1, help="notebooks run at once with --all (default 1)")
     p.add_argument("--backend", default="local", choices=("local", "submitit"),
-                   help="where --all runs its jobs: this machine, or a cluster through submitit")
+                   help="where --all runs its jobs: this machine, or a cluster through submitit (posenc[cluster]); "
+                        "with submitit, --jobs caps the jobs running at once")
+    p.add_argument("--cluster", metavar="FILE",
+                   help="YAML settings of --backend submitit: executor, folder, runs_per_job, notebooks_per_job, "
+                        "parameters (see book/cluster.md)")
     p.add_argument("--template", help="notebook template (default: notebooks/extrapolation.ipynb of the package)")
     p.set_defaults(handler=_run)
 
@@ -96,6 +100,13 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
         if args.all and hparams:
             raise ValueError("--hp applies to one method; give an ID instead of --all")
+        if args.cluster and args.backend != "submitit":
+            raise ValueError("--cluster applies to --backend submitit")
+        cluster = Path(args.cluster) if args.cluster else None
+        if args.backend == "submitit":
+            from posenc.experiment.cluster import check  # submitit loads only for this backend
+
+            check(cluster)
         template = Path(args.template) if args.template else None
         if template is not None and not template.is_file():
             raise ValueError(f"--template {template}: not found")
@@ -107,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"posenc run: {e}", file=sys.stderr)
         return 2
     try:
-        return S.execute_plan(plan, force=args.force, jobs=args.jobs, backend=args.backend)
+        return S.execute_plan(plan, force=args.force, jobs=args.jobs, backend=args.backend, cluster=cluster)
     except KeyboardInterrupt:
         done = S.completed(plan)
         print(f"\nposenc run: interrupted; {len(done)} of {len(plan.jobs)} methods complete and kept "

@@ -37,6 +37,7 @@ __all__ = [
     "write_json_atomic",
     "read_json",
     "read_result",
+    "result_done",
     "result_file",
     "iter_results",
     "marker_path",
@@ -210,6 +211,19 @@ def read_result(path: str | Path) -> Result:
     """THE result reader: parse and check one result file (:class:`ResultError` names the file)."""
     p = Path(path)
     return Result.from_json(read_json(p), p)
+
+
+def result_done(path: str | Path, key: str) -> bool:
+    """True when ``path`` holds a complete result of configuration ``key`` (an unreadable file is not done;
+    nothing is moved or changed)."""
+    p = Path(path)
+    if not p.exists():
+        return False
+    try:
+        res = read_result(p)
+    except ResultError:
+        return False
+    return res.complete and res.key == key
 
 
 def iter_results(preset: str, results_dir: str | Path | None = None, *, canonical: bool = True

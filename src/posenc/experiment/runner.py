@@ -43,6 +43,7 @@ from posenc.experiment.train import (
     pe_shift,
     save_checkpoint,
     train_loop,
+    use_compile,
 )
 from posenc.model import Transformer
 from posenc.pe import base as pe_base
@@ -165,9 +166,10 @@ def _fit(spec: RunSpec, model: Transformer, key: str, device: torch.device, *, s
     with deterministic(spec.seed, device) as det:
         tl: TrainLog = train_loop(model, sample, steps=steps, lr=lr, p=spec.preset, device=device,
                                   generator=_generator(device, *gen_seed), label=label, warmup=warmup,
-                                  loss_fn=loss_fn)
+                                  loss_fn=loss_fn, compile=use_compile(spec.compile, device), det=det)
     log = {"loss": tl.loss, "steps": tl.steps, "tokens": tl.tokens, "precision": tl.precision,
-           "wall_s": round(time.perf_counter() - t0, 3), "pe_shift": pe_shift(initial, model), **det}
+           "compile": tl.compile, "wall_s": round(time.perf_counter() - t0, 3), "pe_shift": pe_shift(initial, model),
+           **det.info}
     _store(key, spec, model, log)
     return Trained(model.eval(), log, key, False)
 
@@ -261,6 +263,18 @@ def _existing(path: Path, key: str) -> Result | None:
     return res if res.complete and res.key == key else None
 
 
+def _execution(train: dict[str, Any], tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What the training stages behind a result did: ``compile`` ("on", "off", "failed: <reason>" when any
+    stage failed to compile, "mixed" when stages differ, e.g. a cached base model trained elsewhere) and
+    ``bitwise_reproducible`` (false when any stage used a non-deterministic kernel)."""
+    logs = [v for k, v in train.items() if k.endswith("log")]
+    logs += [log for t in tasks.values() for log in t.get("logs", {}).values()]
+    modes = {str(log.get("compile", "off")) for log in logs}
+    failed = sorted(m for m in modes if m.startswith("failed"))
+    mode = failed[0] if failed else modes.pop() if len(modes) == 1 else "mixed" if modes else "off"
+    return {"compile": mode, "bitwise_reproducible": all(log.get("bitwise_reproducible") is True for log in logs)}
+
+
 def run_seed(spec: RunSpec, *, results_dir: str | Path | None = None, force: bool = False,
              corpus: D.Corpus | None = None, progress: Progress = None) -> Result:
     """Train, evaluate and store ``spec`` for its seed; a complete result with the same key is reused."""
@@ -288,7 +302,7 @@ def run_seed(spec: RunSpec, *, results_dir: str | Path | None = None, force: boo
         return _lm_sampler(stream, batch, length)
 
     if spec.applies_to:
-        base_spec = RunSpec.create(spec.applies_to, p, spec.seed, device=spec.device)
+        base_spec = RunSpec.create(spec.applies_to, p, spec.seed, device=spec.device, compile=spec.compile)
         say(f"{spec.applies_to} base model")
         base = train_lm(base_spec, corpus, dev)
         say("fine-tune")
@@ -346,6 +360,7 @@ def run_seed(spec: RunSpec, *, results_dir: str | Path | None = None, force: boo
             "corpus": corpus.name, "corpus_sha256": corpus.sha256, "split": corpus.split_info(),
             "wall_time_s": round(time.perf_counter() - t0, 3), "peak_memory_mb": round(_peak_memory_mb(dev), 1),
             "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **_execution(train, task_out),
         },
         "train": train, "variants": variants, "tasks": task_out,
     }
@@ -367,7 +382,8 @@ def load_model(spec: RunSpec, corpus: D.Corpus | None = None, variant: str | Non
             return finetune(spec, tr, dev, stage="lm-ft",
                             sample_for=lambda b, length: _lm_sampler(stream, b, length)).model
         return tr.model
-    base = train_lm(RunSpec.create(spec.applies_to, spec.preset, spec.seed, device=spec.device), corpus, dev)
+    base_spec = RunSpec.create(spec.applies_to, spec.preset, spec.seed, device=spec.device, compile=spec.compile)
+    base = train_lm(base_spec, corpus, dev)
     if variant == "zero_shot":
         return transplant(base.model, spec, spec.scale_for(spec.preset.finetune_factor * spec.preset.train_len))
     return finetune(spec, base, dev, stage="lm-ft", sample_for=lambda b, length: _lm_sampler(stream, b, length)).model
@@ -394,7 +410,8 @@ def ensure_results(ids: list[str], spec: RunSpec, seeds: list[int], *, results_d
     say = progress or print
     out: dict[str, list[Result]] = {}
     for m in ids:
-        other = RunSpec.create(m, spec.preset, seeds[0], overrides=dict(spec.overrides), device=spec.device)
+        other = RunSpec.create(m, spec.preset, seeds[0], overrides=dict(spec.overrides), device=spec.device,
+                               compile=spec.compile)
         rs = []
         for s in seeds:
             path = other.result_path(results_dir, s)

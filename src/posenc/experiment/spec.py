@@ -9,6 +9,7 @@ command line to the rotation is: ``posenc run --hp scale=8`` → :meth:`RunSpec.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -19,6 +20,7 @@ from typing import Any
 
 from posenc import paths
 from posenc.experiment.presets import PROTOCOL_VERSION, Arch, Preset, get_preset, resolve_device
+from posenc.experiment.train import COMPILE_CHOICES
 from posenc.model import ModelConfig, Transformer
 from posenc.pe import base as pe_base
 
@@ -110,11 +112,14 @@ class RunSpec:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     device: str = "auto"
     traits: MethodTraits | None = None
+    #: ``torch.compile`` for training: ``auto`` (on CUDA only), ``on`` or ``off``. Like the device, an
+    #: execution choice: it is not part of the configuration key, and each result records what happened.
+    compile: str = "auto"
 
     @classmethod
     def create(cls, method: str, preset: str | Preset = "smoke", seed: int = 0, *,
                hparams: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None,
-               device: str = "auto") -> RunSpec:
+               device: str = "auto", compile: str = "auto") -> RunSpec:
         """Validate every parameter, naming it, before any work; returns the resolved spec."""
         if not isinstance(method, str) or not method:
             raise ValueError(f"'method' must be a registry id (a non-empty string), got {method!r}")
@@ -125,13 +130,15 @@ class RunSpec:
                 raise ValueError(f"'{name}' must be a mapping of names to values, got {value!r}")
         if not isinstance(device, str):
             raise ValueError(f"'device' must be auto, cpu or cuda[:N], got {device!r}")
+        if compile not in COMPILE_CHOICES:
+            raise ValueError(f"'compile' must be one of {', '.join(COMPILE_CHOICES)}, got {compile!r}")
         p = get_preset(preset, **dict(overrides or {}))
         resolve_device(device)
         _card_implementation(method)
         traits = method_traits(method)
         user = dict(hparams or {})
         hp = {**protocol_hparams(method, p), **user}
-        spec = cls(method, p, seed, hp, user, dict(overrides or {}), device, traits)
+        spec = cls(method, p, seed, hp, user, dict(overrides or {}), device, traits, compile)
         spec.pe()  # building once checks every hyperparameter's name and value
         if traits.applies_to:
             spec.pe(spec.finetune_scale())
@@ -168,8 +175,7 @@ class RunSpec:
         return paths.results_dir(results_dir) / self.preset.name / f"{self.name}-seed{s}.json"
 
     def with_seed(self, seed: int) -> RunSpec:
-        return RunSpec(self.method, self.preset, seed, self.hparams, self.user_hparams, self.overrides,
-                       self.device, self.traits)
+        return dataclasses.replace(self, seed=seed)
 
     def describe(self) -> dict[str, Any]:
         return {"method": self.method, "preset": self.preset.name, "seed": self.seed, "hparams": dict(self.hparams),

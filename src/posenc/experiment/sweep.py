@@ -9,8 +9,13 @@ result of another configuration is never taken for a finished one). The executed
 any absolute path of the machine that ran it, under a title naming the method.
 
 Backends: ``local`` runs ``jobs`` notebooks at once on this machine (threads driving kernel processes, one
-compute thread each when several run); ``submitit`` sends each job to a cluster (``posenc[cluster]``, see
+compute thread each when several run); ``submitit`` sends the work to a cluster (``posenc[cluster]``, see
 :mod:`posenc.experiment.cluster`).
+
+The cluster and the gpu sweep (:mod:`posenc.experiment.session`) split a plan into :class:`Unit` s, one
+``run_seed`` call each (a method at one seed), for every run the notebooks read (:func:`units`); a unit of a
+method applied to a base model waits for the base's unit at the same seed, which trains the shared base
+checkpoints. The notebooks then run last and only read what the units stored.
 """
 
 from __future__ import annotations
@@ -22,19 +27,20 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from posenc import paths
 from posenc.cards import load_cards
 from posenc.experiment.presets import get_preset
-from posenc.experiment.results import marker_valid, write_marker
+from posenc.experiment.results import marker_valid, result_done, write_marker
+from posenc.experiment.runner import comparison_ids, git_commit, run_seed
 from posenc.experiment.spec import BASELINES, RunSpec
 from posenc.pe import base as pe_base
 
-__all__ = ["Job", "Plan", "implemented_cards", "plan", "execute_job", "execute_plan", "completed", "job_done",
-           "clean_notebook"]
+__all__ = ["Job", "Plan", "Unit", "implemented_cards", "plan", "units", "notebook_needs", "execute_job",
+           "execute_plan", "completed", "job_done", "clean_notebook"]
 
 
 def implemented_cards() -> list[str]:
@@ -93,6 +99,65 @@ def plan(ids: Sequence[str] | None, *, preset: str = "smoke", seeds: Sequence[in
         nb = single or folder / f"{spec.name}.ipynb"
         jobs.append(Job(spec, run_seeds, nb, results_dir))
     return Plan(jobs, p.name, template, device)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One ``run_seed`` call: a method at one seed. ``after`` names the units that must be complete first."""
+
+    spec: RunSpec
+    results_dir: Path | None
+    after: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.name}-seed{self.spec.seed}"
+
+    def done(self) -> bool:
+        """True when its result is stored, complete, under the same configuration key."""
+        return result_done(self.spec.result_path(self.results_dir), self.spec.key)
+
+    def run(self, force: bool = False) -> str:
+        """Train (resuming from any checkpoint stored) and evaluate; a one-line summary."""
+        t0 = time.perf_counter()
+        meta = run_seed(self.spec, results_dir=self.results_dir, force=force).data["metadata"]
+        return (f"{self.name}: {time.perf_counter() - t0:.0f} s on {meta['device_name'] or meta['device']}, "
+                f"compile {meta.get('compile')}")
+
+
+def _comparisons(job: Job, compile: str) -> list[RunSpec]:
+    """The specs of the runs ``job``'s notebook reads besides its own (as :func:`runner.ensure_results`)."""
+    s = job.spec
+    return [RunSpec.create(m, s.preset, s.seed, overrides=dict(s.overrides), device=s.device, compile=compile)
+            for m in comparison_ids(s)]
+
+
+def units(p: Plan, compile: str = "auto") -> list[Unit]:
+    """Every run the plan's notebooks read (each job's seeds and those of its comparisons: baselines, base
+    model, comparators), in the order they start: base models, the baselines, then the others by name.
+    ``compile`` is the units' :attr:`RunSpec.compile`."""
+    specs: dict[str, RunSpec] = {}
+    for j in p.jobs:
+        for s in [replace(j.spec, compile=compile), *_comparisons(j, compile)]:
+            specs.setdefault(s.name, s)
+    bases = {s.applies_to for s in specs.values()} - {None}
+    ordered = sorted(specs.values(), key=lambda s: (s.method not in bases, s.method not in BASELINES, s.name))
+    seeds = p.jobs[0].seeds if p.jobs else ()
+    # The base a method is applied to: the base's run with the same preset overrides and no hyperparameters.
+    bases_of = {(s.method, json.dumps(dict(s.overrides), sort_keys=True)): s for s in ordered if not s.user_hparams}
+    results_dir = p.jobs[0].results_dir if p.jobs else None
+    out = []
+    for s in ordered:
+        base = bases_of.get((s.applies_to, json.dumps(dict(s.overrides), sort_keys=True)))
+        for seed in seeds:
+            after = (f"{base.name}-seed{seed}",) if s.applies_to and base is not None else ()
+            out.append(Unit(s.with_seed(seed), results_dir, after))
+    return out
+
+
+def notebook_needs(job: Job, compile: str = "auto") -> set[str]:
+    """Names of the units whose results ``job``'s notebook reads (it runs once they are all done)."""
+    return {f"{s.name}-seed{seed}" for s in [job.spec, *_comparisons(job, compile)] for seed in job.seeds}
 
 
 def job_done(job: Job) -> bool:
@@ -168,8 +233,6 @@ def execute_job(job: Job, template: Path, *, force: bool = False, kernel: str | 
 
     job.notebook.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    from posenc.experiment.runner import git_commit
-
     params = {"method": job.spec.method, "preset": job.spec.preset.name, "seeds": list(job.seeds),
               "posenc_commit": git_commit(),
               "device": job.spec.device, "hparams": dict(job.spec.user_hparams),
@@ -185,8 +248,10 @@ def execute_job(job: Job, template: Path, *, force: bool = False, kernel: str | 
     return job.notebook
 
 
-def execute_plan(p: Plan, *, force: bool = False, jobs: int = 1, backend: str = "local") -> int:
-    """Run every job not already complete; 0 when all succeeded, 1 when any failed (the others still run)."""
+def execute_plan(p: Plan, *, force: bool = False, jobs: int = 1, backend: str = "local",
+                 cluster: Path | None = None) -> int:
+    """Run every job not already complete; 0 when all succeeded, 1 when any failed (the others still run).
+    ``backend="submitit"``: on a cluster, at most ``jobs`` jobs at once, set up by the ``cluster`` file."""
     from papermill.exceptions import PapermillExecutionError  # only when notebooks run
 
     todo = [j for j in p.jobs if force or not job_done(j)]
@@ -196,7 +261,7 @@ def execute_plan(p: Plan, *, force: bool = False, jobs: int = 1, backend: str = 
     if backend == "submitit":
         from posenc.experiment.cluster import submit_plan
 
-        return submit_plan(p, todo, force=force)
+        return submit_plan(p, todo, force=force, parallel=jobs, config=cluster)
     if jobs > 1:
         # Several kernels at once share the cores: one compute thread each (set before the kernels start).
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))

@@ -3,7 +3,16 @@
 The loop keeps the device busy: the training stream lives on the device and batches are sampled there with a
 seeded generator; losses are accumulated on the device and read every ``log_every`` steps (one sync per log
 line, none per step). Mixed precision follows the device: bf16 autocast where supported, else fp16 with a
-gradient scaler on CUDA, else fp32 (always on CPU).
+gradient scaler on CUDA, else fp32 (always on CPU). On CUDA the optimiser is the fused AdamW.
+
+``torch.compile`` is an execution choice (:attr:`posenc.experiment.spec.RunSpec.compile`: ``auto`` compiles on
+CUDA only). The model is compiled for training only (evaluation runs many lengths, each a recompile); when
+compiling fails, the first step is retried eagerly from the same batch and random state, and the log says
+``compile: "failed: <reason>"`` instead of ``"on"``.
+
+On CUDA, deterministic algorithms are requested strictly; a kernel without a deterministic implementation
+raises at its first use, the step is retried with that kernel allowed, and the log records
+``bitwise_reproducible: false`` with the kernel's name (:class:`Determinism`).
 
 The PE's own parameters (bias tables, slopes, MLPs, CLEX's ODE) get their own optimiser group with learning
 rate ``pe_lr_mult × lr`` and no weight decay: at the model's learning rate a T5 bias table moves at most ~0.2
@@ -32,6 +41,9 @@ __all__ = [
     "TrainLog",
     "Precision",
     "precision_for",
+    "COMPILE_CHOICES",
+    "use_compile",
+    "Determinism",
     "deterministic",
     "lr_at",
     "make_optimizer",
@@ -67,30 +79,63 @@ def precision_for(device: torch.device) -> Precision:
     return Precision(torch.float16, True)
 
 
+#: Values of :attr:`posenc.experiment.spec.RunSpec.compile`.
+COMPILE_CHOICES = ("auto", "on", "off")
+
+
+def use_compile(choice: str, device: torch.device) -> bool:
+    """Whether training compiles the model: ``on``, ``off``, or ``auto`` (on CUDA only: on CPU compiling
+    costs more than a short run gains)."""
+    if choice not in COMPILE_CHOICES:
+        raise ValueError(f"'compile' must be one of {', '.join(COMPILE_CHOICES)}, got {choice!r}")
+    return choice == "on" or (choice == "auto" and device.type == "cuda")
+
+
+class Determinism:
+    """What a run may promise about reruns, kept up to date while it trains (``info`` goes in its log).
+
+    ``strict``: deterministic algorithms are required, so a kernel without a deterministic implementation
+    raises; :meth:`relax` then allows it (warn only) and records that reruns may differ.
+    """
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.info: dict[str, Any] = {"bitwise_reproducible": True}
+
+    @staticmethod
+    def is_alert(e: BaseException) -> bool:
+        """True for PyTorch's error about a kernel that has no deterministic implementation."""
+        return isinstance(e, RuntimeError) and "does not have a deterministic implementation" in str(e)
+
+    def relax(self, e: BaseException) -> None:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        self.strict = False
+        kernels = self.info.get("nondeterministic", [])
+        self.info = {"bitwise_reproducible": False, "nondeterministic": [*kernels, str(e).split(" does not")[0]]}
+
+
 @contextlib.contextmanager
-def deterministic(seed: int, device: torch.device) -> Iterator[dict[str, Any]]:
-    """Seed torch and ask for deterministic kernels; yields what was promised, for the result metadata.
+def deterministic(seed: int, device: torch.device) -> Iterator[Determinism]:
+    """Seed torch and ask for deterministic kernels; yields the :class:`Determinism` of the run.
 
     On CPU the kernels used here are deterministic, so two runs with one seed give identical numbers (a
     test keeps it so) without switching on ``use_deterministic_algorithms`` (which imports the compiler
-    stack, about a second per run). On CUDA, deterministic algorithms are requested strictly; where a kernel
-    has no deterministic version the run records ``bitwise_reproducible: false`` instead of promising it.
+    stack, about a second per run). On CUDA, deterministic algorithms are required (cuBLAS gets the workspace
+    setting it needs); the training loop relaxes the requirement for a kernel that has no deterministic
+    version and records it, instead of promising equality.
     """
     torch.manual_seed(seed)
-    info: dict[str, Any] = {"bitwise_reproducible": True}
     if device.type != "cuda":
-        yield info
+        yield Determinism(strict=False)
         return
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
     prev = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.use_deterministic_algorithms(True)
     try:
-        yield info
+        yield Determinism(strict=True)
     finally:
         torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
-    # Kernels without a deterministic implementation warn once (warn_only); say so instead of promising.
-    info["bitwise_reproducible"] = "unknown: some CUDA kernels may be non-deterministic"
 
 
 def lr_at(step: int, steps: int, lr: float, warmup: int, min_lr_frac: float) -> float:
@@ -114,28 +159,49 @@ def make_optimizer(model: nn.Module, p: Preset, lr: float) -> torch.optim.Optimi
               {"params": no_decay, "weight_decay": 0.0, "base_lr": lr}]
     if pe:
         groups.append({"params": pe, "weight_decay": 0.0, "base_lr": lr * p.pe_lr_mult})
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.95))
+    fused = next(model.parameters()).is_cuda  # one kernel for all parameters instead of several per tensor
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.95), fused=fused or None)
 
 
 @dataclass
 class TrainLog:
-    """Loss curve (``[{"step", "loss"}]``, read every ``log_every`` steps) and the run's facts."""
+    """Loss curve (``[{"step", "loss"}]``, read every ``log_every`` steps) and the run's facts: precision,
+    and ``compile`` ("on", "off" or "failed: <reason>")."""
 
     loss: list[dict[str, float]]
     steps: int
     tokens: int
     precision: str
+    compile: str = "off"
+
+
+def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    return torch.random.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) -> None:
+    torch.random.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:200]
 
 
 def train_loop(model: nn.Module, sample: Sampler, *, steps: int, lr: float, p: Preset, device: torch.device,
                generator: torch.Generator, label: str, warmup: int | None = None,
                loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
-               progress: Callable[[int, float], None] | None = None) -> TrainLog:
+               progress: Callable[[int, float], None] | None = None, compile: bool = False,
+               det: Determinism | None = None) -> TrainLog:
     """Train ``model`` for ``steps`` steps on batches from ``sample``; returns the loss curve.
 
     ``loss_fn(logits, y)`` defaults to the mean cross-entropy over targets (``-100`` ignored). Raises
     ``FloatingPointError`` naming ``label`` and the step when a logged loss is not finite (the loss is also
-    checked at the last step, so a NaN run never produces a result).
+    checked at the last step, so a NaN run never produces a result). ``compile``: train the
+    ``torch.compile``'d model, falling back to eager (and saying so) when compiling fails. ``det``: the
+    run's :class:`Determinism`, relaxed for a kernel that has no deterministic implementation.
     """
     prec = precision_for(device)
     opt = make_optimizer(model, p, lr)
@@ -145,23 +211,43 @@ def train_loop(model: nn.Module, sample: Sampler, *, steps: int, lr: float, p: P
     n_acc = 0
     curve: list[dict[str, float]] = []
     tokens = 0
+    forward: Callable[..., Any] = torch.compile(model, dynamic=False) if compile else model
+    compiled = "on" if compile else "off"
     model.train()
+
+    def forward_backward(x: Tensor, y: Tensor) -> Tensor:
+        with torch.autocast(device.type, dtype=prec.dtype or torch.float32, enabled=prec.dtype is not None):
+            logits, _ = forward(x)
+        logits = logits.float()
+        loss = (loss_fn(logits, y) if loss_fn is not None else
+                nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100))
+        opt.zero_grad(set_to_none=True)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        return loss
+
     for step in range(steps):
         x, y = sample(generator)
         tokens += x.numel()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, g["base_lr"], warm, p.min_lr_frac)
-        with torch.autocast(device.type, dtype=prec.dtype or torch.float32, enabled=prec.dtype is not None):
-            logits, _ = model(x)
-        logits = logits.float()
-        loss = (loss_fn(logits, y) if loss_fn is not None else
-                nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100))
-        opt.zero_grad(set_to_none=True)
+        while True:  # at most once more per fallback: compiling fails, or a kernel is not deterministic
+            retry = (compiled == "on" and step == 0) or (det is not None and det.strict)
+            state = _rng_state(device) if retry else None
+            try:
+                loss = forward_backward(x, y)
+                break
+            except Exception as e:
+                if state is None:
+                    raise
+                if det is not None and det.strict and Determinism.is_alert(e):
+                    det.relax(e)
+                elif compiled == "on" and step == 0 and not Determinism.is_alert(e):
+                    compiled, forward = f"failed: {_first_line(e)}", model
+                else:
+                    raise
+                _set_rng_state(device, state)  # the retried step draws what the failed one drew
         if scaler is not None:
-            scaler.scale(loss).backward()
             scaler.unscale_(opt)
-        else:
-            loss.backward()
         if p.grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
         if scaler is not None:
@@ -181,7 +267,7 @@ def train_loop(model: nn.Module, sample: Sampler, *, steps: int, lr: float, p: P
             if progress is not None:
                 progress(step + 1, value)
     model.eval()
-    return TrainLog(curve, steps, tokens, prec.name)
+    return TrainLog(curve, steps, tokens, prec.name, compiled)
 
 
 def pe_shift(initial: dict[str, Tensor], model: nn.Module) -> dict[str, Any]:
