@@ -19,7 +19,9 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,12 +31,12 @@ from typing import Any
 from posenc import paths
 from posenc.cards import load_cards
 from posenc.experiment.presets import get_preset
-from posenc.experiment.results import marker_valid, write_marker
+from posenc.experiment.results import ResultError, marker_valid, read_result, write_marker
 from posenc.experiment.spec import BASELINES, RunSpec
 from posenc.pe import base as pe_base
 
 __all__ = ["Job", "Plan", "implemented_cards", "plan", "execute_job", "execute_plan", "completed", "job_done",
-           "clean_notebook"]
+           "finished_results", "clean_notebook", "kernel_log"]
 
 
 def implemented_cards() -> list[str]:
@@ -84,7 +86,7 @@ def plan(ids: Sequence[str] | None, *, preset: str = "smoke", seeds: Sequence[in
     if out is not None and ids is not None and len(names) == 1 and out.suffix == ".ipynb":
         folder, single = out.parent, out
     else:
-        if out is not None and out.exists() and not out.is_dir():
+        if out is not None and not out.is_dir() and (out.exists() or out.suffix == ".ipynb"):
             raise ValueError(f"--out {out}: with several methods (or no .ipynb name) --out must be a folder")
         folder, single = (out or paths.find_root() / "book" / "runs" / p.name), None
     jobs = []
@@ -102,6 +104,20 @@ def job_done(job: Job) -> bool:
 
 def completed(p: Plan) -> list[str]:
     return [j.name for j in p.jobs if job_done(j)]
+
+
+def finished_results(p: Plan) -> list[Path]:
+    """The per-seed result files of ``p`` that hold a complete result of their job's configuration."""
+    out = []
+    for j in p.jobs:
+        for f in j.result_files():
+            try:
+                res = read_result(f) if f.exists() else None
+            except ResultError:
+                res = None
+            if res is not None and res.complete and res.key == j.spec.key:
+                out.append(f)
+    return out
 
 
 def _kernel_name() -> str:
@@ -122,6 +138,39 @@ def _kernel_name() -> str:
     (folder / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
     os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(folder.parents[1]), os.environ.get("JUPYTER_PATH")]))
     return "posenc-python3"
+
+
+#: Kernel managers of the notebooks started by this process (an interrupt stops their kernels).
+_KERNELS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _stop_kernels() -> None:
+    """Kill the kernels still running (their notebooks then end with a dead kernel)."""
+    for km in list(_KERNELS):
+        proc = getattr(getattr(km, "provisioner", None), "process", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+
+def kernel_log(job: Job) -> Path:
+    """Where the kernel of ``job`` writes its own stderr: ``<cache>/logs/<name>.kernel.log``."""
+    return paths.cache_dir() / "logs" / f"{job.name}.kernel.log"
+
+
+def _kernel_manager(log: Path) -> type:
+    """A kernel manager whose kernel writes its stderr (its own log lines, C-level warnings, a crash's last
+    words) to ``log`` instead of this terminal, so that a failed or interrupted run prints only its message."""
+    from jupyter_client import AsyncKernelManager  # only when notebooks run
+
+    class LoggedKernelManager(AsyncKernelManager):  # type: ignore[misc]
+        async def start_kernel(self, **kw: Any) -> None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "wb") as f:  # the kernel holds its own copy of the descriptor
+                kw.setdefault("stderr", f)
+                await super().start_kernel(**kw)
+            _KERNELS.add(self)
+
+    return LoggedKernelManager
 
 
 def clean_notebook(path: Path, job: Job, wall_s: float) -> None:
@@ -176,7 +225,8 @@ def execute_job(job: Job, template: Path, *, force: bool = False, kernel: str | 
               "overrides": dict(job.spec.overrides), "force": force,
               "results_dir": None if job.results_dir is None else str(job.results_dir)}
     pm.execute_notebook(str(template), str(job.notebook), parameters=params, kernel_name=kernel or _kernel_name(),
-                        cwd=str(paths.find_root()), progress_bar=False, request_save_on_cell_execute=True)
+                        cwd=str(paths.find_root()), progress_bar=False, request_save_on_cell_execute=True,
+                        kernel_manager_class=_kernel_manager(kernel_log(job)))
     wall = time.perf_counter() - t0
     clean_notebook(job.notebook, job, wall)
     write_marker(job.name, job.spec.preset.name, job.spec.key, [*job.result_files(), job.notebook], job.results_dir,
@@ -185,9 +235,19 @@ def execute_job(job: Job, template: Path, *, force: bool = False, kernel: str | 
     return job.notebook
 
 
+def _apart(spec: RunSpec) -> str:
+    """For a run that is not the preset's own configuration: what differs, and that it is stored apart."""
+    if spec.is_canonical:
+        return ""
+    given = [f"--set {k}={json.dumps(v)}" for k, v in spec.overrides.items()]
+    given += [f"--hp {k}={json.dumps(v)}" for k, v in spec.user_hparams.items()]
+    return f" ({' '.join(given)}: stored apart from the preset's own results)"
+
+
 def execute_plan(p: Plan, *, force: bool = False, jobs: int = 1, backend: str = "local") -> int:
     """Run every job not already complete; 0 when all succeeded, 1 when any failed (the others still run)."""
-    from papermill.exceptions import PapermillExecutionError  # only when notebooks run
+    from nbclient.exceptions import DeadKernelError  # only when notebooks run
+    from papermill.exceptions import PapermillExecutionError
 
     todo = [j for j in p.jobs if force or not job_done(j)]
     for j in p.jobs:
@@ -203,14 +263,26 @@ def execute_plan(p: Plan, *, force: bool = False, jobs: int = 1, backend: str = 
     kernel = _kernel_name()
     failures: list[str] = []
 
+    stopping = threading.Event()
+
     def one(job: Job) -> None:
-        print(f"posenc run: {job.name}: running {len(job.seeds)} seed(s) -> {paths.relative(job.notebook)}",
-              flush=True)
+        if stopping.is_set():
+            return
+        print(f"posenc run: {job.name}: running {len(job.seeds)} seed(s) -> {paths.relative(job.notebook)}"
+              f"{_apart(job.spec)}", flush=True)
         try:
             execute_job(job, p.template, force=force, kernel=kernel)
-        except PapermillExecutionError as e:
-            print(f"posenc run: {job.name}: cell {e.exec_count} raised {e.ename}: {e.evalue}\n"
-                  f"  notebook: {paths.relative(job.notebook)}", file=sys.stderr, flush=True)
+        except Exception as e:
+            if stopping.is_set():  # its kernel was stopped by an interrupt, which is what gets reported
+                return
+            if isinstance(e, PapermillExecutionError):
+                why = f"cell {e.exec_count} raised {e.ename}: {e.evalue}"
+            elif isinstance(e, DeadKernelError):  # killed from outside (e.g. out of memory) or crashed
+                why = f"the notebook's kernel died (out of memory? killed?); its log: {paths.relative(kernel_log(job))}"
+            else:
+                raise
+            print(f"posenc run: {job.name}: {why}\n  notebook: {paths.relative(job.notebook)}", file=sys.stderr,
+                  flush=True)
             failures.append(job.name)
             return
         print(f"posenc run: {job.name}: done", flush=True)
@@ -221,8 +293,18 @@ def execute_plan(p: Plan, *, force: bool = False, jobs: int = 1, backend: str = 
     for job in first:  # base models first: the jobs after them load the bases' checkpoints
         one(job)
     if jobs > 1 and len(rest) > 1:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        try:
             list(pool.map(one, rest))
+        except KeyboardInterrupt:
+            # Only this thread sees Ctrl-C: stop the queued jobs and the running kernels, whose notebooks then
+            # end at once (their finished seeds are kept), instead of waiting for them to complete.
+            stopping.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            _stop_kernels()
+            raise
+        finally:
+            pool.shutdown(wait=True)
     else:
         for job in rest:
             one(job)
