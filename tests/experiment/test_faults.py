@@ -109,14 +109,14 @@ def test_another_configuration_is_never_taken_for_complete(tmp_path: Path) -> No
             f.write_text(job.name)
         R.write_marker(job.name, "smoke", job.spec.key, files, job.results_dir)
     assert S.completed(canonical) == ["nope", "alibi"]
-    before = {f: f.read_bytes() for f in (tmp_path / "results").rglob("*")}
+    before = {f: f.read_bytes() for f in (tmp_path / "results").rglob("*") if f.is_file()}
     everything = S.plan(None, preset="smoke", overrides={"steps": 5}, out=tmp_path / "nb",
                         results_dir=tmp_path / "results", template=tmp_path / "t.ipynb")
     assert len(everything.jobs) > 2 and S.completed(everything) == []
     for job in everything.jobs:
         assert job.name.startswith(f"{job.spec.method}@") and job.spec.key not in {j.spec.key for j in canonical.jobs}
         assert not set(job.result_files()) & set(before)
-    assert {f: f.read_bytes() for f in (tmp_path / "results").rglob("*")} == before
+    assert {f: f.read_bytes() for f in (tmp_path / "results").rglob("*") if f.is_file()} == before
 
 
 def test_an_override_never_touches_the_canonical_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -233,38 +233,51 @@ def test_a_full_disk_keeps_the_old_files(tmp_path: Path) -> None:
 
 # =========================================================================== concurrent writers
 _WRITER = """
-import sys, time
+import sys, threading, time
 from pathlib import Path
 from posenc.experiment.results import write_json_atomic, write_marker
 
 folder, who = Path(sys.argv[1]), sys.argv[2]
-files = [folder / "results" / "smoke" / f"x-seed0.json"]
+files = [folder / "results" / "smoke" / "x-seed0.json"]
 while not (folder / "go").exists():
     time.sleep(0.01)
-for i in range(40):
-    write_json_atomic(files[0], {"writer": who, "i": i, "payload": [who] * 50000})
-    write_marker("x", "smoke", f"key-{who}", files, folder / "results", writer=who)
+
+
+def write(thread):
+    for i in range(15):
+        write_json_atomic(files[0], {"writer": who + thread, "i": i, "payload": (who + thread) * 100000})
+        write_marker("x", "smoke", "key-" + who + thread, files, folder / "results", writer=who + thread)
+
+
+threads = [threading.Thread(target=write, args=(t,)) for t in "12"]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
 """
 
 
 def test_concurrent_writers_leave_one_complete_version(tmp_path: Path) -> None:
-    """Two processes write the same result and marker 40 times each while this one reads them: every read is one
-    writer's complete version, never a mix, and no temporary file is left."""
+    """Two processes of two threads each write the same result and marker while this one reads them: every read
+    is one writer's complete version, never a mix, and no temporary file is left."""
     env = {**os.environ, "PYTHONPATH": str(paths.find_root() / "src")}
-    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), who], env=env) for who in "ab"]
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), who], env=env,
+                              stderr=subprocess.PIPE, text=True) for who in "ab"]
     result = tmp_path / "results" / "smoke" / "x-seed0.json"
     marker = R.marker_path("x", "smoke", tmp_path / "results")
     (tmp_path / "go").touch()
+    writers = {"a1", "a2", "b1", "b2"}
     while any(p.poll() is None for p in procs):
         for f in (result, marker):
             if f.exists():
                 data = json.loads(f.read_text())  # never a partial or interleaved file
+                assert data["writer"] in writers
                 if f == result:
-                    assert data["payload"] == [data["writer"]] * 50000
-    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+                    assert data["payload"] == data["writer"] * 100000
+    assert [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in procs] == [(0, ""), (0, "")]
     final = json.loads(result.read_text())
-    assert final["i"] == 39 and final["payload"] == [final["writer"]] * 50000
-    assert json.loads(marker.read_text())["writer"] in "ab"
+    assert final["i"] == 14 and final["payload"] == final["writer"] * 100000
+    assert json.loads(marker.read_text())["writer"] in writers
     assert not [p for p in result.parent.iterdir() if p.name.endswith(".tmp")]
 
 
