@@ -29,6 +29,7 @@ _HOOKS = '''\
 # Fault injection (tests only): POSENC_TEST_KILL names the stage at which the whole sweep is killed.
 import os
 import signal
+import time
 
 from posenc import experiment as E
 from posenc.experiment import runner as R
@@ -51,11 +52,13 @@ if STAGE == "training":  # in the middle of the first training loop
         return _loop(*args, **kw)
 
     R.train_loop = _dying_loop
-if STAGE in ("seed-json", "kernel"):  # just after the first result this run writes, before the next seed
+if STAGE in ("seed-json", "kernel", "pause"):  # just after the first result this run writes
     _write = R.write_json_atomic
 
     def _write_then_die(path, obj):
         out = _write(path, obj)
+        if STAGE == "pause":  # wait there (for an interrupt), never writing another result
+            time.sleep(3600)
         die()
         return out
 
@@ -91,6 +94,8 @@ if os.environ.get("POSENC_TEST_KILL") == "marker":  # the notebook is written, i
     def _die(*args, **kw):
         os.kill(os.getpid(), signal.SIGKILL)
     sweep.write_marker = _die
+if os.environ.get("POSENC_TEST_IDS"):  # what `--all` runs
+    sweep.implemented_cards = lambda: os.environ["POSENC_TEST_IDS"].split(",")
 sys.exit(main(sys.argv[1:]))
 '''
 
@@ -100,9 +105,10 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start(argv: list[str], *, cache: Path, kill: str = "") -> subprocess.Popen[str]:
-    """``posenc ARGV`` in a subprocess of its own session (as from a terminal), killed at stage ``kill``."""
-    env = {**os.environ, "POSENC_CACHE": str(cache), "POSENC_TEST_KILL": kill,
+def start(argv: list[str], *, cache: Path, kill: str = "", ids: str = "") -> subprocess.Popen[str]:
+    """``posenc ARGV`` in a subprocess of its own session (as from a terminal), killed (or paused) at stage
+    ``kill``; ``ids``: the comma-separated methods that ``--all`` runs."""
+    env = {**os.environ, "POSENC_CACHE": str(cache), "POSENC_TEST_KILL": kill, "POSENC_TEST_IDS": ids,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(paths.find_root() / "src"), os.environ.get("PYTHONPATH")]))}
     return subprocess.Popen([sys.executable, "-c", _DRIVER, *argv], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_default_sigint)

@@ -16,6 +16,7 @@ compute thread each when several run); ``submitit`` sends each job to a cluster 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -144,6 +145,17 @@ def _kernel_name() -> str:
 _KERNELS: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
+class _KernelDiedRecord(logging.Filter):
+    """Drops the "Kernel died ..." line nbclient logs before it raises ``DeadKernelError``, which
+    :func:`execute_plan` reports itself (naming the method, the kernel's log and the notebook)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Kernel died")
+
+
+_KERNEL_DIED = _KernelDiedRecord()
+
+
 def _stop_kernels() -> None:
     """Kill the kernels still running (their notebooks then end with a dead kernel)."""
     for km in list(_KERNELS):
@@ -261,6 +273,7 @@ def execute_plan(p: Plan, *, force: bool = False, jobs: int = 1, backend: str = 
         # Several kernels at once share the cores: one compute thread each (set before the kernels start).
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     kernel = _kernel_name()
+    logging.getLogger("papermill").addFilter(_KERNEL_DIED)  # papermill's logger is the one nbclient uses
     failures: list[str] = []
 
     stopping = threading.Event()
