@@ -137,8 +137,8 @@ _CASES = [
          "tests/experiment/test_results.py::test_marker_checks_key_protocol_and_checksums", finding=1),
     Case("kernel-dies", "sweep", "the notebook's kernel is killed (e.g. out of memory)",
          "posenc run: {name}: the notebook's kernel died (out of memory? killed?); its log: {log}",
-         "finished seeds' results and the partial notebook; the other methods still run; exit status 1",
-         f"{EXP_T}::test_a_kernel_that_dies_is_reported_and_the_sweep_goes_on"),
+         "finished seeds' results and the partial notebook; exit status 1",
+         f"{EXP_T}::test_a_sweep_killed_at_every_stage_resumes_to_one_complete_run"),
     # ------------------------------------------------------------------ notebook parameters (papermill -p)
     Case("nb-seeds", "notebook", "papermill `-p seeds abc`",
          "notebook parameter 'seeds' must be None or a list of distinct ints >= 0 (e.g. [0, 1]), got 'abc' (str)",
