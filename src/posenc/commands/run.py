@@ -6,7 +6,8 @@ notebook stores one result JSON per seed under ``results/<preset>/``. A run with
 its configuration: its files get an ``@<hash>`` suffix and never replace the canonical ones.
 ``posenc run --all`` does it for every card with an implementation, base models first, skipping methods
 whose completion marker matches (--force reruns them). A failing cell stops that notebook: the command names
-the cell's error and the notebook, keeps every completed result, goes on, and exits with status 1.
+the cell's error and the notebook, keeps every completed result, goes on, and exits with status 1. Ctrl-C
+stops the run with one line saying what was kept (exit status 130); rerunning the command resumes it.
 """
 
 from __future__ import annotations

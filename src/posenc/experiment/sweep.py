@@ -10,7 +10,9 @@ any absolute path of the machine that ran it, under a title naming the method.
 
 Backends: ``local`` runs ``jobs`` notebooks at once on this machine (threads driving kernel processes, one
 compute thread each when several run); ``submitit`` sends each job to a cluster (``posenc[cluster]``, see
-:mod:`posenc.experiment.cluster`).
+:mod:`posenc.experiment.cluster`). A kernel writes its own stderr to ``<cache>/logs/<name>.kernel.log``, so
+the command prints only its messages; a kernel that dies is reported with that log, and the sweep goes on.
+On Ctrl-C the running kernels are stopped at once (every finished seed's result is kept).
 """
 
 from __future__ import annotations
