@@ -957,6 +957,7 @@ def toc(ctx: Context) -> dict[str, Any]:
                 {"file": "book/rerun"},
                 {"file": "book/card_format"},
                 {"file": "book/build"},
+                {"file": "book/reliability"},
             ]},
             {"caption": "References", "chapters": [{"file": "book/bibliography"}]},
         ],

@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except BrokenPipeError:  # e.g. `posenc list | head`
         return 0
+    except KeyboardInterrupt:  # commands that write say what they kept; the others write nothing
+        print(f"\nposenc {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -37,10 +37,17 @@ def _strip(res: dict) -> dict:
     return res
 
 
-def test_two_runs_with_one_seed_give_identical_results(tmp_path: Path) -> None:
-    spec = RunSpec.create("alibi", "smoke", 0, overrides={**TINY, "task_seeds": (0,)}, device="cpu")
+@pytest.mark.parametrize("method", ["alibi", "pi"])  # a scratch method; an applied one (zero-shot, fine-tuned)
+def test_two_runs_with_one_seed_give_identical_results(method: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two CPU runs of one seed give identical JSONs apart from timings: every variant and task, trained anew
+    (each run has its own checkpoint cache)."""
+    spec = RunSpec.create(method, "smoke", 0, overrides={**TINY, "task_seeds": (0,)}, device="cpu")
     a = R.run_seed(spec, results_dir=tmp_path / "a")
-    b = R.run_seed(spec, results_dir=tmp_path / "b", force=True)
+    monkeypatch.setenv("POSENC_CACHE", str(tmp_path / "cache-b"))
+    b = R.run_seed(spec, results_dir=tmp_path / "b")
+    assert set(a.variants) == ({"scratch"} if method == "alibi" else {"zero_shot", "finetuned"})
+    assert a.data["tasks"] and all(len(v) >= 2 for v in a.data["tasks"].values())
     assert _strip(a.data) == _strip(b.data)
     c = R.run_seed(spec.with_seed(1), results_dir=tmp_path / "a")
     assert c.value(1) != a.value(1)

@@ -31,6 +31,15 @@ def add_parsers(sub: Any) -> None:  # argparse's private _SubParsersAction type
 
 
 def _book(args: argparse.Namespace) -> int:
+    try:
+        return _generate_and_build(args)
+    except KeyboardInterrupt:
+        print("\nposenc book: interrupted; the pages written so far are kept (each whole) and the HTML build is "
+              "incomplete; rerun posenc book to finish", file=sys.stderr)
+        return 130
+
+
+def _generate_and_build(args: argparse.Namespace) -> int:
     from posenc import book  # pandas/itables only when the command runs
 
     try:

@@ -6,7 +6,8 @@ notebook stores one result JSON per seed under ``results/<preset>/``. A run with
 its configuration: its files get an ``@<hash>`` suffix and never replace the canonical ones.
 ``posenc run --all`` does it for every card with an implementation, base models first, skipping methods
 whose completion marker matches (--force reruns them). A failing cell stops that notebook: the command names
-the cell's error and the notebook, keeps every completed result, goes on, and exits with status 1.
+the cell's error and the notebook, keeps every completed result, goes on, and exits with status 1. Ctrl-C
+stops the run with one line saying what was kept (exit status 130); rerunning the command resumes it.
 """
 
 from __future__ import annotations
@@ -86,45 +87,54 @@ def parse_seeds(text: str | None) -> list[int] | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    # torch, papermill and the experiment stack load only when a run is asked for.
-    from posenc.experiment import sweep as S
-
     if bool(args.id) == bool(args.all):
         print("posenc run: give one ID or --all", file=sys.stderr)
         return 2
-    try:
-        hparams = parse_assignments(args.hparams, "--hp")
-        overrides = parse_assignments(args.overrides, "--set")
-        seeds = parse_seeds(args.seeds)
-        if args.jobs < 1:
-            raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-        if args.all and hparams:
-            raise ValueError("--hp applies to one method; give an ID instead of --all")
-        if args.cluster and args.backend != "submitit":
-            raise ValueError("--cluster applies to --backend submitit")
-        cluster = Path(args.cluster) if args.cluster else None
-        if args.backend == "submitit":
-            from posenc.experiment.cluster import check  # submitit loads only for this backend
+    plan = None
+    try:  # Ctrl-C at any point: one line saying what was kept
+        from posenc.experiment import sweep as S  # torch and papermill load only when a run is asked for
 
-            check(cluster)
-        template = Path(args.template) if args.template else None
-        if template is not None and not template.is_file():
-            raise ValueError(f"--template {template}: not found")
-        plan = S.plan(None if args.all else [args.id], preset=args.preset, seeds=seeds, hparams=hparams,
-                      overrides=overrides, device=args.device, out=Path(args.out) if args.out else None,
-                      results_dir=Path(args.results) if args.results else None,
-                      template=template or paths.notebook_template())
-    except (ValueError, paths.RootError) as e:
-        print(f"posenc run: {e}", file=sys.stderr)
-        return 2
-    try:
+        try:
+            hparams = parse_assignments(args.hparams, "--hp")
+            overrides = parse_assignments(args.overrides, "--set")
+            seeds = parse_seeds(args.seeds)
+            if args.jobs < 1:
+                raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+            if args.all and hparams:
+                raise ValueError("--hp applies to one method; give an ID instead of --all")
+            if args.cluster and args.backend != "submitit":
+                raise ValueError("--cluster applies to --backend submitit")
+            cluster = Path(args.cluster) if args.cluster else None
+            if args.backend == "submitit":
+                from posenc.experiment.cluster import check  # submitit loads only for this backend
+
+                check(cluster)
+            template = Path(args.template) if args.template else None
+            if template is not None and not template.is_file():
+                raise ValueError(f"--template {template}: not found")
+            plan = S.plan(None if args.all else [args.id], preset=args.preset, seeds=seeds, hparams=hparams,
+                          overrides=overrides, device=args.device, out=Path(args.out) if args.out else None,
+                          results_dir=Path(args.results) if args.results else None,
+                          template=template or paths.notebook_template())
+        except (ValueError, paths.RootError) as e:
+            print(f"posenc run: {e}", file=sys.stderr)
+            return 2
         return S.execute_plan(plan, force=args.force, jobs=args.jobs, backend=args.backend, cluster=cluster)
     except KeyboardInterrupt:
-        done = S.completed(plan)
-        print(f"\nposenc run: interrupted; {len(done)} of {len(plan.jobs)} methods complete and kept "
-              f"({', '.join(done) or 'none'}); every finished seed's result is kept; rerun to resume",
-              file=sys.stderr)
+        print(f"\nposenc run: {interrupted(plan)}", file=sys.stderr)
         return 130
+
+
+def interrupted(plan: Any) -> str:
+    """The one line an interrupted run prints: what it kept, and how to resume."""
+    from posenc.experiment import sweep as S
+
+    if plan is None:
+        return "interrupted before anything ran; nothing was written"
+    done, kept = S.completed(plan), S.finished_results(plan)
+    names = ", ".join(done[:5]) + (f" and {len(done) - 5} more" if len(done) > 5 else "")
+    return (f"interrupted; kept {len(kept)} finished seed result(s) and {len(done)} of {len(plan.jobs)} complete "
+            f"method(s){f' ({names})' if done else ''}; rerun the same command to resume")
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
@@ -136,6 +146,10 @@ def _leaderboard(args: argparse.Namespace) -> int:
     except (ValueError, ResultError) as e:
         print(f"posenc leaderboard: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\nposenc leaderboard: interrupted; nothing written, the previous leaderboard files are kept",
+              file=sys.stderr)
+        return 130
     folder = paths.results_dir(args.results) / args.preset
     print(f"{len(table)} entries -> {paths.relative(folder / 'leaderboard.csv')}, .md, .png and ledger.json")
     return 0

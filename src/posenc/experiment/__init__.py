@@ -20,7 +20,7 @@ from __future__ import annotations
 from posenc.experiment.presets import PRESETS, PROTOCOL_VERSION, Preset, get_preset, resolve_device
 from posenc.experiment.results import Result, ResultError, iter_results, read_result, write_json_atomic
 from posenc.experiment.runner import load_model, primary_variant, run_seed
-from posenc.experiment.spec import BASELINES, RunSpec, protocol_hparams
+from posenc.experiment.spec import BASELINES, RunSpec, check_notebook_parameters, protocol_hparams
 
 __all__ = [
     "BASELINES",
@@ -30,6 +30,7 @@ __all__ = [
     "Result",
     "ResultError",
     "RunSpec",
+    "check_notebook_parameters",
     "get_preset",
     "iter_results",
     "load_model",

@@ -8,7 +8,10 @@ results. A result file that cannot be read stops it with the file's name before 
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ from posenc.cards import Card, find_card
 from posenc.experiment import claims as C
 from posenc.experiment.aggregate import ratio_at, task_learned, task_series
 from posenc.experiment.presets import PROTOCOL_VERSION, Preset, get_preset
-from posenc.experiment.results import Result, iter_results, write_json_atomic
+from posenc.experiment.results import Result, iter_results, write_bytes_atomic, write_json_atomic
 from posenc.experiment.spec import BASELINES
 from posenc.experiment.stats import Interval, log_interval
 
@@ -159,28 +162,30 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def write_leaderboard(preset: str = "cpu", results_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """Write the leaderboard files beside the results; returns the rows."""
-    import csv  # noqa: PLC0415 - small, only here
-
     col = collect(preset, results_dir)
     verdicts = ledgers(col)
     rows = table(col, verdicts)
     folder = paths.results_dir(results_dir) / preset
     flat = _flat(rows)
-    with open(folder / "leaderboard.csv.tmp", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(flat[0]))
-        w.writeheader()
-        w.writerows(flat)
-    (folder / "leaderboard.csv.tmp").replace(folder / "leaderboard.csv")
-    (folder / "leaderboard.md.tmp").write_text(markdown(rows), encoding="utf-8")
-    (folder / "leaderboard.md.tmp").replace(folder / "leaderboard.md")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(flat[0]))
+    w.writeheader()
+    w.writerows(flat)
     learned = col.learned()
-    write_json_atomic(folder / "ledger.json", {
+    ledger = {
         "protocol": PROTOCOL_VERSION, "preset": preset,
         "tasks": {t: {"learned": v["learned"], "best": v["best"]} for t, v in learned.items()},
         "methods": {m: [v.as_dict() for v in vs] for m, vs in sorted(verdicts.items())},
         "stale": sorted(col.stale),
-    })
+    }
     from posenc.experiment.plots import leaderboard_figure  # matplotlib only when the figure is drawn
 
-    leaderboard_figure(col, folder / "leaderboard.png")
+    # Everything is rendered before any file is replaced: a failure or an interrupt keeps the old files.
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".leaderboard-") as tmp:
+        leaderboard_figure(col, Path(tmp) / "leaderboard.png")
+        png = (Path(tmp) / "leaderboard.png").read_bytes()
+    write_bytes_atomic(folder / "leaderboard.csv", buf.getvalue().encode("utf-8"))
+    write_bytes_atomic(folder / "leaderboard.md", markdown(rows).encode("utf-8"))
+    write_json_atomic(folder / "ledger.json", ledger)
+    write_bytes_atomic(folder / "leaderboard.png", png)
     return rows

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ __all__ = [
     "SCHEMA",
     "ResultError",
     "Result",
+    "write_bytes_atomic",
     "write_json_atomic",
     "read_json",
     "read_result",
@@ -76,27 +78,33 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write JSON through a temporary file in the same folder, fsync, then ``os.replace``.
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` through a temporary file in the same folder, fsync, then ``os.replace``.
 
-    The old file stays intact when anything fails (a full disk, a kill); the temporary file is removed.
+    The temporary file is unique to this process and thread, so two writers of one path (two sweeps, two
+    threads) each replace the file with one complete version, never an interleaving. The old file stays intact
+    when anything fails (a full disk, a kill); the temporary file is removed and the error names ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
-        text = json.dumps(_finite(obj), indent=1, default=_json_default, allow_nan=False) + "\n"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        raise OSError(f"cannot write {path}: {e.strerror or e}") from e
+        raise OSError(f"cannot write {paths.relative(path)}: {e.strerror or e}") from e
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as JSON (non-finite floats as null) through :func:`write_bytes_atomic`."""
+    text = json.dumps(_finite(obj), indent=1, default=_json_default, allow_nan=False) + "\n"
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def read_json(path: str | Path) -> Any:

@@ -257,8 +257,10 @@ def _existing(path: Path, key: str) -> Result | None:
         return None
     try:
         res = read_result(path)
-    except ResultError:
-        path.replace(path.with_name(path.name + ".corrupt"))
+    except ResultError as e:
+        aside = path.with_name(path.name + ".corrupt")
+        path.replace(aside)
+        print(f"{e}; moved aside to {aside.name}, computing it again", file=sys.stderr)
         return None
     return res if res.complete and res.key == key else None
 
@@ -273,6 +275,20 @@ def _execution(train: dict[str, Any], tasks: dict[str, dict[str, Any]]) -> dict[
     failed = sorted(m for m in modes if m.startswith("failed"))
     mode = failed[0] if failed else modes.pop() if len(modes) == 1 else "mixed" if modes else "off"
     return {"compile": mode, "bitwise_reproducible": all(log.get("bitwise_reproducible") is True for log in logs)}
+
+
+def _set_aside(path: Path, key: str) -> None:
+    """A readable result of another configuration at ``path`` (written under an older protocol or preset
+    definition) is renamed to ``<name>.key-<its key>`` before the new one is written: never replaced."""
+    try:
+        old = read_result(path) if path.exists() else None
+    except ResultError:
+        return
+    if old is not None and old.key != key:
+        aside = path.with_name(f"{path.name}.key-{old.key}")
+        path.replace(aside)
+        print(f"{paths.relative(path)}: holds configuration {old.key}, not {key}; kept as {aside.name}",
+              file=sys.stderr)
 
 
 def run_seed(spec: RunSpec, *, results_dir: str | Path | None = None, force: bool = False,
@@ -364,6 +380,7 @@ def run_seed(spec: RunSpec, *, results_dir: str | Path | None = None, force: boo
         },
         "train": train, "variants": variants, "tasks": task_out,
     }
+    _set_aside(path, spec.key)
     write_json_atomic(path, result)
     return Result.from_json(result, path)
 

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from posenc.experiment.train import COMPILE_CHOICES
 from posenc.model import ModelConfig, Transformer
 from posenc.pe import base as pe_base
 
-__all__ = ["RunSpec", "protocol_hparams", "method_traits", "config_hash", "BASELINES"]
+__all__ = ["RunSpec", "check_notebook_parameters", "protocol_hparams", "method_traits", "config_hash", "BASELINES"]
 
 #: Baselines shown in every figure: one absolute, one rotary, one bias, and none.
 BASELINES: tuple[str, ...] = ("sinusoidal", "rope", "alibi", "nope")
@@ -96,6 +97,36 @@ def _card_implementation(method: str) -> None:
         note = card.get("implementation_note") or "the card states no implementation"
         raise ValueError(f"{method}: no implementation to run ({paths.relative(card_path(method))}: "
                          f"'implementation' is null: {note})")
+
+
+def check_notebook_parameters(*, method: Any, preset: Any, seeds: Any, device: Any, hparams: Any, overrides: Any,
+                   results_dir: Any, force: Any) -> list[int]:
+    """Check the types of the notebook's parameters (as papermill injects them, e.g. ``-p seeds abc``) before any
+    work, each error naming the parameter; returns the seeds to run (the preset's when ``seeds`` is None).
+    The values themselves are then checked by :meth:`RunSpec.create`."""
+
+    def bad(name: str, want: str, got: Any) -> ValueError:
+        return ValueError(f"notebook parameter '{name}' must be {want}, got {got!r} ({type(got).__name__})")
+
+    if not isinstance(method, str) or not method:
+        raise bad("method", "a registry id (a non-empty string)", method)
+    if not isinstance(preset, str):
+        raise bad("preset", "a preset name (a string)", preset)
+    if not isinstance(device, str):
+        raise bad("device", "auto, cpu or cuda[:N] (a string)", device)
+    for name, value in (("hparams", hparams), ("overrides", overrides)):
+        if not isinstance(value, Mapping):
+            raise bad(name, "a mapping of names to values (e.g. {})", value)
+    if results_dir is not None and not isinstance(results_dir, (str, os.PathLike)):
+        raise bad("results_dir", "None or a folder (a string)", results_dir)
+    if not isinstance(force, bool):
+        raise bad("force", "True or False", force)
+    if seeds is None:
+        return list(get_preset(preset, **dict(overrides)).seeds)
+    if (not isinstance(seeds, (list, tuple)) or not seeds or len(set(map(repr, seeds))) != len(seeds)
+            or any(not isinstance(x, int) or isinstance(x, bool) or x < 0 for x in seeds)):
+        raise bad("seeds", "None or a list of distinct ints >= 0 (e.g. [0, 1])", seeds)
+    return list(seeds)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ any absolute path of the machine that ran it, under a title naming the method.
 
 Backends: ``local`` runs ``jobs`` notebooks at once on this machine (threads driving kernel processes, one
 compute thread each when several run); ``submitit`` sends the work to a cluster (``posenc[cluster]``, see
-:mod:`posenc.experiment.cluster`).
+:mod:`posenc.experiment.cluster`). A kernel writes its own stderr to ``<cache>/logs/<name>.kernel.log``, so
+the command prints only its messages; a kernel that dies is reported with that log, and the sweep goes on.
+On Ctrl-C the running kernels are stopped at once (every finished seed's result is kept).
 
 The cluster and the gpu sweep (:mod:`posenc.experiment.session`) split a plan into :class:`Unit` s, one
 ``run_seed`` call each (a method at one seed), for every run the notebooks read (:func:`units`); a unit of a
@@ -21,10 +23,13 @@ checkpoints. The notebooks then run last and only read what the units stored.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
+import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -34,13 +39,13 @@ from typing import Any
 from posenc import paths
 from posenc.cards import load_cards
 from posenc.experiment.presets import get_preset
-from posenc.experiment.results import marker_valid, result_done, write_marker
+from posenc.experiment.results import ResultError, marker_valid, read_result, result_done, write_marker
 from posenc.experiment.runner import comparison_ids, git_commit, run_seed
 from posenc.experiment.spec import BASELINES, RunSpec
 from posenc.pe import base as pe_base
 
 __all__ = ["Job", "Plan", "Unit", "implemented_cards", "plan", "units", "notebook_needs", "execute_job",
-           "execute_plan", "completed", "job_done", "clean_notebook"]
+           "execute_plan", "completed", "job_done", "finished_results", "clean_notebook", "kernel_log"]
 
 
 def implemented_cards() -> list[str]:
@@ -90,7 +95,7 @@ def plan(ids: Sequence[str] | None, *, preset: str = "smoke", seeds: Sequence[in
     if out is not None and ids is not None and len(names) == 1 and out.suffix == ".ipynb":
         folder, single = out.parent, out
     else:
-        if out is not None and out.exists() and not out.is_dir():
+        if out is not None and not out.is_dir() and (out.exists() or out.suffix == ".ipynb"):
             raise ValueError(f"--out {out}: with several methods (or no .ipynb name) --out must be a folder")
         folder, single = (out or paths.find_root() / "book" / "runs" / p.name), None
     jobs = []
@@ -169,6 +174,20 @@ def completed(p: Plan) -> list[str]:
     return [j.name for j in p.jobs if job_done(j)]
 
 
+def finished_results(p: Plan) -> list[Path]:
+    """The per-seed result files of ``p`` that hold a complete result of their job's configuration."""
+    out = []
+    for j in p.jobs:
+        for f in j.result_files():
+            try:
+                res = read_result(f) if f.exists() else None
+            except ResultError:
+                res = None
+            if res is not None and res.complete and res.key == j.spec.key:
+                out.append(f)
+    return out
+
+
 def _kernel_name() -> str:
     """``python3`` when that kernel runs this interpreter, else a temporary kernelspec that does."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel  # only when notebooks run
@@ -187,6 +206,50 @@ def _kernel_name() -> str:
     (folder / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
     os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(folder.parents[1]), os.environ.get("JUPYTER_PATH")]))
     return "posenc-python3"
+
+
+#: Kernel managers of the notebooks started by this process (an interrupt stops their kernels).
+_KERNELS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+class _KernelDiedRecord(logging.Filter):
+    """Drops the "Kernel died ..." line nbclient logs before it raises ``DeadKernelError``, which
+    :func:`execute_plan` reports itself (naming the method, the kernel's log and the notebook)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Kernel died")
+
+
+_KERNEL_DIED = _KernelDiedRecord()
+
+
+def _stop_kernels() -> None:
+    """Kill the kernels still running (their notebooks then end with a dead kernel)."""
+    for km in list(_KERNELS):
+        proc = getattr(getattr(km, "provisioner", None), "process", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+
+def kernel_log(job: Job) -> Path:
+    """Where the kernel of ``job`` writes its own stderr: ``<cache>/logs/<name>.kernel.log``."""
+    return paths.cache_dir() / "logs" / f"{job.name}.kernel.log"
+
+
+def _kernel_manager(log: Path) -> type:
+    """A kernel manager whose kernel writes its stderr (its own log lines, C-level warnings, a crash's last
+    words) to ``log`` instead of this terminal, so that a failed or interrupted run prints only its message."""
+    from jupyter_client import AsyncKernelManager  # only when notebooks run
+
+    class LoggedKernelManager(AsyncKernelManager):  # type: ignore[misc]
+        async def start_kernel(self, **kw: Any) -> None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "wb") as f:  # the kernel holds its own copy of the descriptor
+                kw.setdefault("stderr", f)
+                await super().start_kernel(**kw)
+            _KERNELS.add(self)
+
+    return LoggedKernelManager
 
 
 def clean_notebook(path: Path, job: Job, wall_s: float) -> None:
@@ -239,7 +302,8 @@ def execute_job(job: Job, template: Path, *, force: bool = False, kernel: str | 
               "overrides": dict(job.spec.overrides), "force": force,
               "results_dir": None if job.results_dir is None else str(job.results_dir)}
     pm.execute_notebook(str(template), str(job.notebook), parameters=params, kernel_name=kernel or _kernel_name(),
-                        cwd=str(paths.find_root()), progress_bar=False, request_save_on_cell_execute=True)
+                        cwd=str(paths.find_root()), progress_bar=False, request_save_on_cell_execute=True,
+                        kernel_manager_class=_kernel_manager(kernel_log(job)))
     wall = time.perf_counter() - t0
     clean_notebook(job.notebook, job, wall)
     write_marker(job.name, job.spec.preset.name, job.spec.key, [*job.result_files(), job.notebook], job.results_dir,
@@ -248,11 +312,21 @@ def execute_job(job: Job, template: Path, *, force: bool = False, kernel: str | 
     return job.notebook
 
 
+def _apart(spec: RunSpec) -> str:
+    """For a run that is not the preset's own configuration: what differs, and that it is stored apart."""
+    if spec.is_canonical:
+        return ""
+    given = [f"--set {k}={json.dumps(v)}" for k, v in spec.overrides.items()]
+    given += [f"--hp {k}={json.dumps(v)}" for k, v in spec.user_hparams.items()]
+    return f" ({' '.join(given)}: stored apart from the preset's own results)"
+
+
 def execute_plan(p: Plan, *, force: bool = False, jobs: int = 1, backend: str = "local",
                  cluster: Path | None = None) -> int:
     """Run every job not already complete; 0 when all succeeded, 1 when any failed (the others still run).
     ``backend="submitit"``: on a cluster, at most ``jobs`` jobs at once, set up by the ``cluster`` file."""
-    from papermill.exceptions import PapermillExecutionError  # only when notebooks run
+    from nbclient.exceptions import DeadKernelError  # only when notebooks run
+    from papermill.exceptions import PapermillExecutionError
 
     todo = [j for j in p.jobs if force or not job_done(j)]
     for j in p.jobs:
@@ -266,16 +340,29 @@ def execute_plan(p: Plan, *, force: bool = False, jobs: int = 1, backend: str = 
         # Several kernels at once share the cores: one compute thread each (set before the kernels start).
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     kernel = _kernel_name()
+    logging.getLogger("papermill").addFilter(_KERNEL_DIED)  # papermill's logger is the one nbclient uses
     failures: list[str] = []
 
+    stopping = threading.Event()
+
     def one(job: Job) -> None:
-        print(f"posenc run: {job.name}: running {len(job.seeds)} seed(s) -> {paths.relative(job.notebook)}",
-              flush=True)
+        if stopping.is_set():
+            return
+        print(f"posenc run: {job.name}: running {len(job.seeds)} seed(s) -> {paths.relative(job.notebook)}"
+              f"{_apart(job.spec)}", flush=True)
         try:
             execute_job(job, p.template, force=force, kernel=kernel)
-        except PapermillExecutionError as e:
-            print(f"posenc run: {job.name}: cell {e.exec_count} raised {e.ename}: {e.evalue}\n"
-                  f"  notebook: {paths.relative(job.notebook)}", file=sys.stderr, flush=True)
+        except Exception as e:
+            if stopping.is_set():  # its kernel was stopped by an interrupt, which is what gets reported
+                return
+            if isinstance(e, PapermillExecutionError):
+                why = f"cell {e.exec_count} raised {e.ename}: {e.evalue}"
+            elif isinstance(e, DeadKernelError):  # killed from outside (e.g. out of memory) or crashed
+                why = f"the notebook's kernel died (out of memory? killed?); its log: {paths.relative(kernel_log(job))}"
+            else:
+                raise
+            print(f"posenc run: {job.name}: {why}\n  notebook: {paths.relative(job.notebook)}", file=sys.stderr,
+                  flush=True)
             failures.append(job.name)
             return
         print(f"posenc run: {job.name}: done", flush=True)
@@ -288,8 +375,18 @@ def execute_plan(p: Plan, *, force: bool = False, jobs: int = 1, backend: str = 
     stages.append([j for j in todo if not any(j in s for s in stages)])
     for stage in stages:
         if jobs > 1 and len(stage) > 1:
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
+            pool = ThreadPoolExecutor(max_workers=jobs)
+            try:
                 list(pool.map(one, stage))
+            except KeyboardInterrupt:
+                # Only this thread sees Ctrl-C: stop the queued jobs and the running kernels, whose notebooks
+                # then end at once (their finished seeds are kept), instead of waiting for them to complete.
+                stopping.set()
+                pool.shutdown(wait=False, cancel_futures=True)
+                _stop_kernels()
+                raise
+            finally:
+                pool.shutdown(wait=True)
         else:
             for job in stage:
                 one(job)

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from posenc.experiment.presets import Preset
+from posenc.experiment.results import write_bytes_atomic
 
 __all__ = [
     "TrainLog",
@@ -304,25 +307,20 @@ def _sha256(path: Path) -> str:
 
 
 def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
-    """Write the weights and ``meta`` (method, configuration key, loss ...) atomically, plus a sidecar with
-    the file's sha256; the temporary file is removed when anything fails (e.g. a full disk)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    side = path.with_suffix(path.suffix + ".sha256")
-    side_tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+    """Write the weights and ``meta`` (method, configuration key, loss ...) atomically, then a sidecar with
+    the file's sha256.
+
+    The checkpoint is serialised in memory first, so that a failed write (e.g. a full disk) is an ``OSError``
+    naming ``path`` rather than an error of torch's zip writer; the temporary file is removed.
+    """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    try:
-        torch.save({"state_dict": state, "meta": meta}, tmp)
-        digest = _sha256(tmp)
-        side_tmp.write_text(json.dumps({"sha256": digest, "key": meta.get("key")}) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        os.replace(side_tmp, side)
-    except OSError as e:
-        raise OSError(f"cannot write checkpoint {path}: {e.strerror or e}") from e
-    finally:
-        for t in (tmp, side_tmp):
-            if t.exists():
-                t.unlink()
+    buf = io.BytesIO()
+    torch.save({"state_dict": state, "meta": meta}, buf)
+    data = buf.getvalue()
+    write_bytes_atomic(path, data)
+    side = path.with_suffix(path.suffix + ".sha256")
+    write_bytes_atomic(side, (json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "key": meta.get("key")})
+                              + "\n").encode("utf-8"))
 
 
 def load_checkpoint(path: Path, *, method: str, key: str) -> dict[str, Any] | None:
@@ -342,7 +340,10 @@ def load_checkpoint(path: Path, *, method: str, key: str) -> dict[str, Any] | No
     except (OSError, ValueError, KeyError, RuntimeError, EOFError):
         ok, ckpt = False, None
     if not ok or not isinstance(ckpt, dict) or "meta" not in ckpt:
-        path.replace(path.with_name(path.name + ".corrupt"))
+        aside = path.with_name(path.name + ".corrupt")
+        path.replace(aside)
+        print(f"checkpoint {path}: unreadable or its checksum differs; moved aside to {aside.name}, training again",
+              file=sys.stderr)
         return None
     meta = ckpt["meta"]
     if meta.get("method") != method or meta.get("key") != key:
