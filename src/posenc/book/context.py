@@ -185,13 +185,14 @@ def _preset_status(name: str, results: Path) -> tuple[PresetStatus, Collection |
         raise
     except ValueError:  # no current result: only stale ones, if any
         col = None
-    if col is None:
+    files: dict[str, list[Path]] = {}
+    if col is None:  # every result here is of an older schema or protocol (a current one would be collected)
         older: list[Path] = []
-        for _ in iter_results(name, results, older=older):
-            pass  # a current result here would have been collected
-        files = {f.name.rsplit("-seed", 1)[0]: [] for f in older}
+        for r in iter_results(name, results, older=older):
+            if r.path is not None:
+                files.setdefault(r.method, []).append(r.path)
         for f in older:
-            files[f.name.rsplit("-seed", 1)[0]].append(f)
+            files.setdefault(f.name.rsplit("-seed", 1)[0], []).append(f)
     else:
         files = {m: list(fs) for m, fs in col.older.items()}
         for m, rs in col.stale.items():

@@ -35,8 +35,8 @@ class Md(str):
 # roles, substitutions, tables, headings, block quotes, lists, colon fences, entities and footnotes.
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>{}|$#~^&:!+=\-])")
 _CODE_SPAN = re.compile(r"(`+)([^`].*?)\1", re.S)
-# An ordered-list marker at the start of a block ("1. ", "12) ").
-_ORDERED = re.compile(r"^(\d{1,9})([.)])")
+# An ordered-list marker at the start of a block ("1. ", "12) "; "1.5" is not one).
+_ORDERED = re.compile(r"^(\s?\d{1,9})([.)])(?=\s|$)")
 
 
 def _plain(s: str) -> str:
