@@ -57,7 +57,8 @@ def write_result(root: Path, method: str, seed: int = 0, *, preset: str = "smoke
 
 def write_notebook(root: Path, method: str, *, preset: str = "smoke", key: str | None = None) -> Path:
     """An executed notebook as `posenc run` leaves it (title and configuration key in its metadata)."""
-    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": [f"# {method}: executed notebook ({preset})\n"]},
+    title = f"# {method}: executed notebook ({preset})\n"
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": [title]},
                     {"cell_type": "code", "execution_count": 1, "metadata": {}, "outputs": [], "source": ["1 + 1"]}],
           "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                        "title": f"{method}: executed notebook ({preset})",

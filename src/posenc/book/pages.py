@@ -296,8 +296,9 @@ def leaderboard_page(ctx: Context, figures: dict[str, bytes]) -> str:
         png = family_png(ctx)
         if png is not None:
             figures["leaderboard.png"] = png
-        df = leaderboard_frame(ctx)
-        values.update(html=Md(datatable(df, LEADERBOARD_ID)), table_id=LEADERBOARD_ID, figure=png is not None,
+        df, groups = leaderboard_frame(ctx)
+        values.update(html=Md(datatable(df, LEADERBOARD_ID, groups=groups)), table_id=LEADERBOARD_ID,
+                      figure=png is not None,
                       learned=pub.learned, n=len(pub.rows), seeds=sorted({r["seeds"] for r in pub.rows.values()}),
                       unmoved=sorted(m for m, r in pub.rows.items() if r.get("pe_moved") is False),
                       unrun=sorted(c for c, card in ctx.cards.items()

@@ -2,6 +2,7 @@
 
 * Every page's footer names the posenc version, the commit and the build date (``SOURCE_DATE_EPOCH`` when set,
   for reproducible builds; else today, UTC).
+* The colour mode defaults to light (the theme's empty default is a console error on a first visit).
 * ``favicon.ico`` is also served from the site's root (the root redirect page has no icon link).
 * Each script is emitted once: jupyter-book registers sphinx-thebe's inline configuration twice, and the second
   ``const THEBE_JS_URL`` is a JavaScript error on every page ("Identifier 'THEBE_JS_URL' has already been
@@ -43,6 +44,8 @@ def footer_text(root: Path) -> str:
 def _config_inited(app: Any, config: Any) -> None:
     opts = dict(config.html_theme_options or {})
     opts["extra_footer"] = str(opts.get("extra_footer") or "") + footer_text(Path(app.srcdir))
+    # Without a default, a first visit (nothing stored yet) logs "Got invalid theme mode" to the console.
+    opts.setdefault("default_mode", "light")
     config.html_theme_options = opts
 
 

@@ -9,6 +9,7 @@ default sorts only from the small arrow).
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,7 @@ from posenc.experiment.claims import VERDICTS
 from posenc.experiment.leaderboard import RATIO_FACTORS, TASK_FACTORS
 
 __all__ = ["TABLE_ID", "LEADERBOARD_ID", "COVERAGE_TEXT", "NEEDS_TEXT", "TABLE1_FIELDS", "atlas_frame",
-           "leaderboard_frame", "datatable", "fmt_interval", "verdict_summary"]
+           "leaderboard_frame", "group_header_js", "datatable", "fmt_interval", "verdict_summary"]
 
 TABLE_ID = "posenc_methods"
 LEADERBOARD_ID = "posenc_leaderboard"
@@ -67,12 +68,16 @@ _SORT_RENDER = JavascriptFunction(
     "const m = /data-order=\"([^\"]+)\"/.exec(data); if (m) { return parseFloat(m[1]); } } return data; }")
 
 
-def datatable(df: pd.DataFrame, table_id: str, *, order: list[list[Any]] | None = None) -> str:
-    """itables' offline bundle (once per page) and the table; header text sorts on click."""
+def datatable(df: pd.DataFrame, table_id: str, *, order: list[list[Any]] | None = None,
+              groups: list[tuple[str, int]] | None = None) -> str:
+    """itables' offline bundle (once per page) and the table; header text sorts on click; ``groups`` adds a row
+    of column groups above the header."""
     init = javascript.generate_init_offline_itables_html(options.dt_bundle)
     kwargs: dict[str, Any] = {"columnDefs": [{"targets": "_all", "render": _SORT_RENDER}]}
     if order is not None:
         kwargs["order"] = order
+    if groups:
+        kwargs["initComplete"] = group_header_js(groups)
     table = to_html_datatable(
         df, connected=False, table_id=table_id, allow_html=True, showIndex=False, paging=False,
         classes="display compact", display_logo_when_loading=False, autoWidth=False,
@@ -123,45 +128,61 @@ def _sortable(text: str, value: float | None) -> str:
     return f'<span data-order="{key:.10g}">{_e(text)}</span>'
 
 
-def leaderboard_frame(ctx: Any) -> pd.DataFrame:
-    """The leaderboard as a frame with two header rows: (group, column)."""
+def leaderboard_frame(ctx: Any) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
+    """The leaderboard as a frame (one header row of unique labels) and its column groups ``(label, span)``."""
     pub = ctx.published
     assert pub is not None
     rows = []
     learned = {t: bool(v.get("learned")) for t, v in pub.learned.items()}
+    group_of: dict[str, str] = {}
     for method, row in sorted(pub.rows.items()):
         card = ctx.cards.get(method)
         name = card.name if card is not None else method
         link = f'<a href="methods/{method}.html" title="{_e(name)}">{_e(method).replace("_", "_<wbr>")}</a>'
-        moved = row.get("pe_moved")
         flag = (' <span class="posenc-flag" title="learned PE parameters did not move">⚑</span>'
-                if moved is False else "")
-        out: dict[tuple[str, str], Any] = {
-            ("method", "id"): link + flag,
-            ("method", "base PE"): _e(row.get("base") or ""),
-            ("method", "variant"): _e(row.get("variant") or ""),
-            ("method", "seeds"): row.get("seeds"),
-            ("perplexity", "ppl at 1×"): _sortable(fmt_interval(row.get("ppl@1x")),
-                                                   (row.get("ppl@1x") or {}).get("mean")),
-        }
+                if row.get("pe_moved") is False else "")
+        out: dict[str, Any] = {"id": link + flag, "base PE": _e(row.get("base") or ""),
+                               "variant": _e(row.get("variant") or ""), "seeds": row.get("seeds")}
+        group_of.update({k: "method" for k in out})
+        cell = row.get("ppl@1x") or {}
+        out["ppl at 1×"] = _sortable(fmt_interval(cell), cell.get("mean"))
+        group_of["ppl at 1×"] = "perplexity"
         for f in RATIO_FACTORS:
-            c = row.get(f"ratio@{f}x")
-            if c is None:
-                continue
-            out[("perplexity ratio to 1×", f"{f}×")] = _sortable(fmt_interval(c), c.get("mean"))
+            c = row.get(f"ratio@{f}x") or {}
+            if c.get("mean") is not None:
+                out[f"{f}×"] = _sortable(fmt_interval(c), c.get("mean"))
+            group_of[f"{f}×"] = "perplexity ratio to 1×"
         for task in ("needle", "latest"):
             for f in TASK_FACTORS:
-                c = row.get(f"{task}@{f}x")
-                if c is None:
-                    continue
-                note = "" if learned.get(task) else " (not learned)"
-                out[(f"{task} accuracy{note}", f"{f}×")] = _sortable(fmt_interval(c, 2), c.get("mean"))
+                c = row.get(f"{task}@{f}x") or {}
+                label = f"{task} {f}×"
+                if c.get("mean") is not None:
+                    out[label] = _sortable(fmt_interval(c, 2), c.get("mean"))
+                group_of[label] = "task accuracy" + ("" if all(learned.get(t) for t in ("needle", "latest"))
+                                                     else " (a task not learned enters no verdict)")
         for v in VERDICTS:
-            out[("verdicts (distinct tests)", v)] = row.get(v, 0)
+            out[v] = row.get(v, 0)
+            group_of[v] = "verdicts (distinct tests)"
         rows.append(out)
     df = pd.DataFrame(rows)
-    # Drop ratio columns that no method measured (a preset evaluating fewer lengths).
-    keep = [c for c in df.columns if not df[c].isna().all()]
-    df = df[keep].fillna(_sortable("—", None))
-    df.columns = pd.MultiIndex.from_tuples(df.columns)
-    return df
+    order = [c for c in group_of if c in df.columns]  # the groups' order; columns no method measured are gone
+    df = df[order].astype(object).where(df[order].notna(), _sortable("—", None))
+    groups: list[tuple[str, int]] = []
+    for c in df.columns:
+        if groups and groups[-1][0] == group_of[c]:
+            groups[-1] = (groups[-1][0], groups[-1][1] + 1)
+        else:
+            groups.append((group_of[c], 1))
+    return df, groups
+
+
+def group_header_js(groups: list[tuple[str, int]]) -> JavascriptFunction:
+    """An ``initComplete`` that puts a row of column groups above the header (DataTables sorts by the row
+    below it; this row only labels)."""
+    cells = json.dumps([[label, span] for label, span in groups])
+    return JavascriptFunction(
+        "function (settings) { const api = new $.fn.dataTable.Api(settings); const thead = api.table().header(); "
+        "const tr = document.createElement('tr'); tr.className = 'posenc-groups'; "
+        f"for (const [label, span] of {cells}) {{ const th = document.createElement('th'); th.colSpan = span; "
+        "th.textContent = label; th.setAttribute('data-dt-order', 'disable'); tr.appendChild(th); } "
+        "thead.insertBefore(tr, thead.firstChild); }")

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from posenc import paths
 from posenc.cards import load_cards
@@ -162,8 +162,12 @@ def clean_notebook(path: Path, job: Job, wall_s: float) -> None:
 
 
 def execute_job(job: Job, template: Path, *, force: bool = False, kernel: str | None = None,
-                log: Callable[[str], None] = print) -> Path:
-    """Run one notebook (papermill) and write its completion marker last. Raises papermill's error."""
+                log: Callable[[str], None] = print, stdout: TextIO | None = None) -> Path:
+    """Run one notebook (papermill) and write its completion marker last. Raises papermill's error.
+
+    With ``stdout``, what the notebook prints (each baseline or comparator it runs first, each seed's summary)
+    is written there as it happens: a first run from a fresh clone shows its progress.
+    """
     import papermill as pm  # only when notebooks run
 
     job.notebook.parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +180,8 @@ def execute_job(job: Job, template: Path, *, force: bool = False, kernel: str | 
               "overrides": dict(job.spec.overrides), "force": force,
               "results_dir": None if job.results_dir is None else str(job.results_dir)}
     pm.execute_notebook(str(template), str(job.notebook), parameters=params, kernel_name=kernel or _kernel_name(),
-                        cwd=str(paths.find_root()), progress_bar=False, request_save_on_cell_execute=True)
+                        cwd=str(paths.find_root()), progress_bar=False, request_save_on_cell_execute=True,
+                        stdout_file=stdout)
     wall = time.perf_counter() - t0
     clean_notebook(job.notebook, job, wall)
     write_marker(job.name, job.spec.preset.name, job.spec.key, [*job.result_files(), job.notebook], job.results_dir,
@@ -207,7 +212,8 @@ def execute_plan(p: Plan, *, force: bool = False, jobs: int = 1, backend: str = 
         print(f"posenc run: {job.name}: running {len(job.seeds)} seed(s) -> {paths.relative(job.notebook)}",
               flush=True)
         try:
-            execute_job(job, p.template, force=force, kernel=kernel)
+            # One notebook at a time: stream its output (several at once would interleave their lines).
+            execute_job(job, p.template, force=force, kernel=kernel, stdout=sys.stdout if jobs == 1 else None)
         except PapermillExecutionError as e:
             print(f"posenc run: {job.name}: cell {e.exec_count} raised {e.ename}: {e.evalue}\n"
                   f"  notebook: {paths.relative(job.notebook)}", file=sys.stderr, flush=True)
