@@ -62,7 +62,13 @@ def test_readme_says_how_to_activate_the_venv() -> None:
     assert "activated" in tour
 
 
-EXAMPLES = sorted(set(help_examples()) | set(readme_tour()))
+def _param(example: str) -> object:
+    # Examples that import torch and papermill or generate the book take seconds each: slow-marked.
+    heavy = example.split()[1] in ("run", "book", "leaderboard")
+    return pytest.param(example, marks=pytest.mark.slow) if heavy else example
+
+
+EXAMPLES = [_param(e) for e in sorted(set(help_examples()) | set(readme_tour()))]
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,8 @@ __all__ = ["method_png", "family_png", "figure_inputs"]
 #: Resolution of the PNGs: the method figure (15 × 8.2 in) is 1,500 px wide, twice the page's column at 1×.
 DPI = 100
 _SAVE = {"format": "png", "dpi": DPI, "bbox_inches": "tight", "metadata": {"Software": None}}
+#: Larger text than matplotlib's 10 points: the figures are shown scaled down to the page's width.
+_RC = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10, "ytick.labelsize": 10}
 
 
 def _code_hash() -> str:
@@ -95,10 +97,11 @@ def method_png(ctx: Any, cid: str) -> bytes | None:
     card = ctx.cards.get(cid)
     comps = comparators(card) if card is not None else set()
     involved = [r for m in _involved(ctx, cid) for r in pub.col.lookup(m)]
-    key = figure_inputs("method", involved, [cid, sorted(comps), pub.preset])
+    key = figure_inputs("method", involved, [cid, sorted(comps), pub.preset, _RC])
 
     def render() -> bytes:
-        fig = plots.method_figure(cid, pub.col.lookup, comps)
+        with plt.rc_context(_RC):
+            fig = plots.method_figure(cid, pub.col.lookup, comps)
         fig.suptitle(f"{card.name if card is not None else cid} ({cid}), {pub.preset} preset: mean and 95% interval "
                      "over seeds", fontsize=13, y=1.01)
         return _png(fig)
@@ -111,12 +114,13 @@ def family_png(ctx: Any) -> bytes | None:
     pub = ctx.published
     if pub is None:
         return None
-    key = figure_inputs("family", [r for rs in pub.col.by_method.values() for r in rs], pub.preset)
+    key = figure_inputs("family", [r for rs in pub.col.by_method.values() for r in rs], [pub.preset, _RC])
 
     def render() -> bytes:
         with tempfile.TemporaryDirectory(prefix="posenc-family-") as tmp:
             out = Path(tmp) / "family.png"
-            plots.leaderboard_figure(pub.col, out)
+            with plt.rc_context(_RC):
+                plots.leaderboard_figure(pub.col, out)
             return out.read_bytes()
 
     return _cached(key, render)

@@ -44,9 +44,9 @@ def footer_text(root: Path) -> str:
 def _config_inited(app: Any, config: Any) -> None:
     opts = dict(config.html_theme_options or {})
     opts["extra_footer"] = str(opts.get("extra_footer") or "") + footer_text(Path(app.srcdir))
-    # Without a default, a first visit (nothing stored yet) logs "Got invalid theme mode" to the console.
-    opts.setdefault("default_mode", "light")
     config.html_theme_options = opts
+    # Without a default, a first visit (nothing stored yet) logs "Got invalid theme mode" to the console.
+    config.html_context = {"default_mode": "light", **dict(config.html_context or {})}
 
 
 def _dedupe_scripts(app: Any, pagename: str, templatename: str, context: dict[str, Any], doctree: Any) -> None:

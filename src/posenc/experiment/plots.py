@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt  # headless machines fall back to the Agg backend by themselves
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from posenc.cards import find_card, load_cards
 from posenc.experiment.aggregate import Series, lm_series, position_series, task_series
@@ -92,6 +93,23 @@ def band(ax: Any, s: Series, *, clip: float | None = None, **kw: Any) -> bool:
     if any(a != b for a, b in zip(lo, hi, strict=True)):
         ax.fill_between(s.x, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
     return bool(over)
+
+
+def _length_axis(ax: Any, train_len: int | None) -> None:
+    """Log x ticks at the evaluated lengths, labelled as multiples of the training length ("4×\n256")."""
+    xs = sorted({float(x) for line in ax.lines if line.get_transform() == ax.transData  # not axhline/axvline
+                 for x in line.get_xdata() if float(x) > 0})
+    if not xs or not train_len:
+        return
+    ax.xaxis.set_major_locator(FixedLocator(xs))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{x / train_len:g}×\n{x:g}" for x in xs])
+
+
+def _plain_log_y(ax: Any) -> None:
+    """Log y with plain-number labels (1.5, 2, 4) instead of powers of ten."""
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f"{y:g}" if str(f"{y:g}")[0] in "2468" else ""))
 
 
 def _ratio_axis(ax: Any, clipped: bool) -> None:
@@ -174,36 +192,48 @@ def method_figure(method: str, lookup: Lookup, comparators: set[str] | None = No
         if train_len:
             ax.axvline(train_len, color="k", ls=":", lw=1)
         ax.grid(alpha=0.3, which="both")
+    for ax in (axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1]):
+        _length_axis(ax, train_len)
+    for ax in (axes[0, 0], axes[0, 1]):
+        _plain_log_y(ax)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     axes[1, 2].axis("off")
-    axes[1, 2].legend(handles, labels, loc="center", fontsize=10, frameon=False,
+    axes[1, 2].legend(handles, labels, loc="center", fontsize=12, frameon=False, title_fontsize=12,
                       title=f"{method}: mean and 95% interval over seeds")
     fig.tight_layout()
     return fig
 
 
 def leaderboard_figure(col: Any, path: Path) -> None:
-    """One panel per family: perplexity ratio against length, with bands; legend beside each panel."""
+    """One panel per family with results: perplexity ratio against length, with bands; the legend beside each
+    panel, one entry per method in its fixed colour and marker. Families without results are named, not drawn."""
     groups: dict[int, list[str]] = {}
     for method in sorted(col.by_method):
         card = find_card(method)
         groups.setdefault(family_of(card.category if card else None), []).append(method)
-    n = len(FAMILIES)
-    fig, axes = plt.subplots(n, 1, figsize=(11, 4.2 * n))
-    for i, ax in enumerate(axes):
-        title, _ = FAMILIES[i]
+    shown = [i for i in range(len(FAMILIES)) if groups.get(i)]
+    fig, axes = plt.subplots(max(1, len(shown)), 1, figsize=(11, 3.9 * max(1, len(shown))), squeeze=False)
+    train_len = col.preset.train_len
+    for ax, i in zip(axes[:, 0], shown, strict=False):
         clipped = False
-        for m in groups.get(i, []):
+        for m in groups[i]:
             rs = col.lookup(m)
-            clipped |= band(ax, lm_series(rs, m, variant=rs[0].primary), clip=RATIO_CLIP, **style(m), lw=1.5)
-        ax.set(xscale="log", yscale="log", title=title, xlabel="evaluation length (bytes)",
-               ylabel="ppl / ppl at 1×")
+            clipped |= band(ax, lm_series(rs, m, variant=rs[0].primary), clip=RATIO_CLIP, **style(m), lw=1.8)
+        ax.set(xscale="log", yscale="log", title=FAMILIES[i][0], xlabel="evaluation length (× training length, "
+               "bytes)", ylabel="ppl / ppl at 1×")
         _ratio_axis(ax, clipped)
+        _length_axis(ax, train_len)
+        _plain_log_y(ax)
         ax.grid(alpha=0.3, which="both")
-        if ax.lines:
-            ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
-    fig.suptitle(f"Length extrapolation, {col.preset.name} preset: mean and 95% interval over seeds "
-                 f"(values above {RATIO_CLIP:g} drawn at the dashed line, ▲)", y=1.0)
+        n = len(groups[i])
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=11, frameon=False,
+                  ncol=1 if n <= 12 else 2, handlelength=2.5)
+    missing = [FAMILIES[i][0] for i in range(len(FAMILIES)) if not groups.get(i)]
+    title = (f"Length extrapolation, {col.preset.name} preset: mean and 95% interval over seeds "
+             f"(values above {RATIO_CLIP:g} drawn at the dashed line, ▲)")
+    if missing:
+        title += "\nno results yet: " + ", ".join(missing)
+    fig.suptitle(title, y=1.0, fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
