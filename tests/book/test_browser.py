@@ -145,8 +145,14 @@ class Browser:
                 raise AssertionError(f"timed out waiting for: {condition} (on {self.evaluate('location.href')})")
 
     def settle(self, seconds: float = 0.3) -> None:
-        """Let late events (async scripts, failed requests) arrive."""
-        self.evaluate(f"new Promise(r => setTimeout(r, {int(seconds * 1000)}))")
+        """Let late events (async scripts, failed requests) arrive; a page that redirects (the root index.html)
+        is followed to where it lands."""
+        try:
+            self.evaluate(f"new Promise(r => setTimeout(r, {int(seconds * 1000)}))")
+        except RuntimeError as exc:
+            if "navigated" not in str(exc) and "context" not in str(exc):
+                raise
+            self.wait_for("document.readyState === 'complete'")
 
     def screenshot(self, name: str, full_page: bool = False) -> Path:
         params: dict[str, Any] = {"format": "png"}
@@ -340,6 +346,9 @@ def test_method_pages_show_figure_beside_verdicts_and_rerun_buttons(site: str, b
         box = "document.querySelector('.posenc-evidence')"
         browser.wait_for(f"{box} && {box}.querySelector('img') && {box}.querySelector('img').complete")
         assert browser.evaluate(f"{box}.querySelector('img').naturalWidth") > 0, "the figure did not load"
+        # legible: shown at 60% of its size or more, its 12-point legend stays above 10 pixels
+        assert browser.evaluate(f"{box}.querySelector('img').clientWidth / {box}.querySelector('img').naturalWidth") \
+            > 0.6
         assert "Verdicts" in browser.evaluate(f"{box}.innerText")
         if ctx.notebook(cid):
             links = browser.evaluate("Array.from(document.querySelectorAll('.posenc-buttons a'))"

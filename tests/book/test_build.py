@@ -111,9 +111,11 @@ def test_scripts_are_emitted_once() -> None:
     a = JS(filename=None, attributes={"body": "const THEBE_JS_URL = 1"})
     b = JS(filename="", attributes={"body": "const THEBE_JS_URL = 1"})
     c = JS(filename="x.js", attributes={})
-    ctx = {"script_files": [a, c, b, c]}
+    scripts = [a, c, b, c]
+    ctx = {"script_files": scripts}
     sphinx_ext._dedupe_scripts(None, "p", "page.html", ctx, None)
     assert ctx["script_files"] == [a, c]
+    assert ctx["script_files"] is scripts  # the builder's list: later listeners (MathJax) add to it
 
 
 def test_footer_names_version_commit_and_date(monkeypatch: pytest.MonkeyPatch) -> None:

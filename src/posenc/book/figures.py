@@ -97,11 +97,11 @@ def method_png(ctx: Any, cid: str) -> bytes | None:
     card = ctx.cards.get(cid)
     comps = comparators(card) if card is not None else set()
     involved = [r for m in _involved(ctx, cid) for r in pub.col.lookup(m)]
-    key = figure_inputs("method", involved, [cid, sorted(comps), pub.preset, _RC])
+    key = figure_inputs("method", involved, [cid, sorted(comps), pub.preset, _RC, "3x2"])
 
     def render() -> bytes:
         with plt.rc_context(_RC):
-            fig = plots.method_figure(cid, pub.col.lookup, comps)
+            fig = plots.method_figure(cid, pub.col.lookup, comps, ncols=2)  # 3 × 2: legible in a page column
         fig.suptitle(f"{card.name if card is not None else cid} ({cid}), {pub.preset} preset: mean and 95% interval "
                      "over seeds", fontsize=13, y=1.01)
         return _png(fig)

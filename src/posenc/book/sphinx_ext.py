@@ -44,6 +44,9 @@ def footer_text(root: Path) -> str:
 def _config_inited(app: Any, config: Any) -> None:
     opts = dict(config.html_theme_options or {})
     opts["extra_footer"] = str(opts.get("extra_footer") or "") + footer_text(Path(app.srcdir))
+    # The wide pages (the tables, the leaderboard's figure) get the width of the "on this page" column.
+    opts.setdefault("secondary_sidebar_items", {"**": ["page-toc"], "book/generated/leaderboard": [],
+                                                "book/generated/table": []})
     config.html_theme_options = opts
     # Without a default, a first visit (nothing stored yet) logs "Got invalid theme mode" to the console.
     config.html_context = {"default_mode": "light", **dict(config.html_context or {})}
@@ -63,7 +66,9 @@ def _dedupe_scripts(app: Any, pagename: str, templatename: str, context: dict[st
             continue
         seen.add(key)
         unique.append(js)
-    context["script_files"] = unique
+    # In place: this list is the builder's own, and listeners after this one (MathJax on pages with equations)
+    # still add their scripts to it.
+    scripts[:] = unique
 
 
 def _favicon_at_root(app: Any, exception: Exception | None) -> None:

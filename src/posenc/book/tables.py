@@ -77,7 +77,7 @@ def datatable(df: pd.DataFrame, table_id: str, *, order: list[list[Any]] | None 
     if order is not None:
         kwargs["order"] = order
     if groups:
-        kwargs["initComplete"] = group_header_js(groups)
+        kwargs["drawCallback"] = group_header_js(groups)
     table = to_html_datatable(
         df, connected=False, table_id=table_id, allow_html=True, showIndex=False, paging=False,
         classes="display compact", display_logo_when_loading=False, autoWidth=False,
@@ -177,11 +177,12 @@ def leaderboard_frame(ctx: Any) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
 
 
 def group_header_js(groups: list[tuple[str, int]]) -> JavascriptFunction:
-    """An ``initComplete`` that puts a row of column groups above the header (DataTables sorts by the row
-    below it; this row only labels)."""
+    """A ``drawCallback`` that puts a row of column groups above the header, once (DataTables sorts by the row
+    below it; this row only labels). itables keeps ``initComplete`` for itself, so the first draw adds it."""
     cells = json.dumps([[label, span] for label, span in groups])
     return JavascriptFunction(
-        "function (settings) { const api = new $.fn.dataTable.Api(settings); const thead = api.table().header(); "
+        "function (settings) { const thead = new $.fn.dataTable.Api(settings).table().header(); "
+        "if (thead.querySelector('tr.posenc-groups')) { return; } "
         "const tr = document.createElement('tr'); tr.className = 'posenc-groups'; "
         f"for (const [label, span] of {cells}) {{ const th = document.createElement('th'); th.colSpan = span; "
         "th.textContent = label; th.setAttribute('data-dt-order', 'disable'); tr.appendChild(th); } "
