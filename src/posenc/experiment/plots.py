@@ -171,7 +171,7 @@ def method_figure(method: str, lookup: Lookup, comparators: set[str] | None = No
         comparators = card_comparators(card) if card is not None else set()
     specs = _series_specs(method, own, lookup, comparators)
     nrows = 6 // ncols
-    fig, grid = plt.subplots(nrows, ncols, figsize=(15, 8.2) if ncols == 3 else (11, 11.5))
+    fig, grid = plt.subplots(nrows, ncols, figsize=(15, 8.2) if ncols == 3 else (10, 11))
     lm_ax, sliding_ax, pos_ax, needle_ax, latest_ax, legend_ax = grid.flat
     train_len = own[0].data["config"]["train_len"] if own else None
     panels = [(lm_ax, "lm", "ppl / ppl at 1× (non-overlapping windows)"),
