@@ -40,6 +40,10 @@ def test_method_page_without_results_says_why(site_repo: Path) -> None:
     alibi = book.method_page(ctx, "alibi")
     assert "Not yet run: no result of the current protocol is committed" in alibi
     assert "posenc run alibi --preset cpu" in alibi
+    # nothing executed yet: the buttons open the template, with the one line to change
+    assert "[Open in Colab](https://colab.research.google.com/github/posenc/posenc/blob/main/notebooks/" \
+           "extrapolation.ipynb)" in alibi and 'set `method = "alibi"`' in alibi
+    assert "Open in Colab" not in t5  # no implementation, nothing to run
     assert "[Edit this card](https://github.com/posenc/posenc/edit/main/taxonomy/methods/alibi.yaml)" in alibi
 
 

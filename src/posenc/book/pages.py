@@ -66,6 +66,10 @@ def _where(card: Any, field: str) -> str:
     return f"{card.file}: field '{field}'"
 
 
+#: The notebook every run executes (repo-relative).
+TEMPLATE = "notebooks/extrapolation.ipynb"
+
+
 def colab_url(notebook: str) -> str:
     """The Colab URL of a repo-relative notebook path (never a ``/./`` segment)."""
     path = Path(notebook).as_posix().lstrip("./")
@@ -157,6 +161,8 @@ def _experiment(ctx: Context, card: Any, figures: dict[str, bytes]) -> dict[str,
     out: dict[str, Any] = {"stale": ctx.stale(cid), "implemented": bool(card.implementation),
                            "preset": pub.preset if pub else None, "has": bool(results)}
     if not results:
+        if card.implementation:  # nothing executed to open yet: the template, with the line to change
+            out.update(template_colab=colab_url(TEMPLATE), template_download="/" + TEMPLATE)
         return out
     first = results[0]
     meta = first.data.get("metadata") or {}
