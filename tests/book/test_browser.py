@@ -346,9 +346,9 @@ def test_method_pages_show_figure_beside_verdicts_and_rerun_buttons(site: str, b
         box = "document.querySelector('.posenc-evidence')"
         browser.wait_for(f"{box} && {box}.querySelector('img') && {box}.querySelector('img').complete")
         assert browser.evaluate(f"{box}.querySelector('img').naturalWidth") > 0, "the figure did not load"
-        # legible: shown at 60% of its size or more, its 12-point legend stays above 10 pixels
+        # legible: shown at 80% of its size or more, its 12-point legend stays above 13 pixels
         assert browser.evaluate(f"{box}.querySelector('img').clientWidth / {box}.querySelector('img').naturalWidth") \
-            > 0.6
+            > 0.8
         assert "Verdicts" in browser.evaluate(f"{box}.innerText")
         if ctx.notebook(cid):
             links = browser.evaluate("Array.from(document.querySelectorAll('.posenc-buttons a'))"

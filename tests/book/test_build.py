@@ -40,7 +40,7 @@ def test_full_build_has_no_warnings(built: book.BuildResult) -> None:
         assert re.search(r"posenc \d+\.\d+\.\d+.*built \d{4}-\d{2}-\d{2}", text), page  # the footer
         assert "issues/new" in text  # the issues button
     home = (html_dir / "book" / "intro.html").read_text(encoding="utf-8")
-    assert 'id="cite-posenc"' in home and "@software{posenc" in home
+    assert 'id="cite-posenc"' in home and "highlight-bibtex" in home and "posenc contributors" in home
 
 
 @pytest.mark.slow

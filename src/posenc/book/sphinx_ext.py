@@ -44,9 +44,10 @@ def footer_text(root: Path) -> str:
 def _config_inited(app: Any, config: Any) -> None:
     opts = dict(config.html_theme_options or {})
     opts["extra_footer"] = str(opts.get("extra_footer") or "") + footer_text(Path(app.srcdir))
-    # The wide pages (the tables, the leaderboard's figure) get the width of the "on this page" column.
+    # Pages led by a wide table or figure (the tables, the leaderboard, the method pages' figures) get the width
+    # of the "on this page" column, so that the figures' legends are shown near their natural size.
     opts.setdefault("secondary_sidebar_items", {"**": ["page-toc"], "book/generated/leaderboard": [],
-                                                "book/generated/table": []})
+                                                "book/generated/table": [], "book/generated/methods/*": []})
     config.html_theme_options = opts
     # Without a default, a first visit (nothing stored yet) logs "Got invalid theme mode" to the console.
     config.html_context = {"default_mode": "light", **dict(config.html_context or {})}

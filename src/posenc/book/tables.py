@@ -133,7 +133,6 @@ def leaderboard_frame(ctx: Any) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
     pub = ctx.published
     assert pub is not None
     rows = []
-    learned = {t: bool(v.get("learned")) for t, v in pub.learned.items()}
     group_of: dict[str, str] = {}
     for method, row in sorted(pub.rows.items()):
         card = ctx.cards.get(method)
@@ -158,8 +157,7 @@ def leaderboard_frame(ctx: Any) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
                 label = f"{task} {f}×"
                 if c.get("mean") is not None:
                     out[label] = _sortable(fmt_interval(c, 2), c.get("mean"))
-                group_of[label] = "task accuracy" + ("" if all(learned.get(t) for t in ("needle", "latest"))
-                                                     else " (a task not learned enters no verdict)")
+                group_of[label] = "task accuracy"
         for v in VERDICTS:
             out[v] = row.get(v, 0)
             group_of[v] = "verdicts (distinct tests)"
