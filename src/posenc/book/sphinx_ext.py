@@ -46,8 +46,11 @@ def _config_inited(app: Any, config: Any) -> None:
     opts["extra_footer"] = str(opts.get("extra_footer") or "") + footer_text(Path(app.srcdir))
     # Pages led by a wide table or figure (the tables, the leaderboard, the method pages' figures) get the width
     # of the "on this page" column, so that the figures' legends are shown near their natural size.
-    opts.setdefault("secondary_sidebar_items", {"**": ["page-toc"], "book/generated/leaderboard": [],
-                                                "book/generated/table": [], "book/generated/methods/*": []})
+    # Pages no pattern matches (the method pages) get none; two wildcard patterns may not match one page.
+    toc = ["page-toc"]
+    opts.setdefault("secondary_sidebar_items", {
+        "book/*": toc, "book/generated/*": toc, "book/generated/categories/*": toc, "book/runs/**": toc,
+        "book/generated/leaderboard": [], "book/generated/table": []})
     config.html_theme_options = opts
     # Without a default, a first visit (nothing stored yet) logs "Got invalid theme mode" to the console.
     config.html_context = {"default_mode": "light", **dict(config.html_context or {})}
