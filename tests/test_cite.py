@@ -162,6 +162,9 @@ def test_citation_cff_matches_package_and_fallback() -> None:
     assert pref["authors"][0] == {"family-names": "Zhao", "given-names": "Liang"}
     fallback = cite._PROJECT_FALLBACK
     assert cff["title"] == fallback["title"]
+    # complete enough to cite: where the code is, and when this version was released (no "n.d.")
+    assert cff["repository-code"] == fallback["repository-code"] == "https://github.com/posenc/posenc"
+    assert str(cff["date-released"]) == fallback["date-released"]
     for key in ("title", "authors", "doi", "year", "start", "end", "collection-title"):
         assert pref[key] == fallback["preferred-citation"][key], key
 
@@ -182,9 +185,10 @@ def test_project_entries(repo: Path, use_cff: bool) -> None:
         "of the Association for Computational Linguistics: EMNLP 2024 (pp. 9959–9977). "
         "https://doi.org/10.18653/v1/2024.findings-emnlp.582"
     )
+    year = str(paths.read_yaml(REPO / "CITATION.cff")["date-released"])[:4]
     assert cite.apa(software) == (
-        "posenc contributors. (n.d.). posenc: a reproducible atlas of positional encodings for Transformer "
-        "length extrapolation (Version 0.1.0) [Computer software]."
+        f"posenc contributors. ({year}). posenc: a reproducible atlas of positional encodings for Transformer "
+        "length extrapolation (Version 0.1.0) [Computer software]. https://github.com/posenc/posenc"
     )
 
 

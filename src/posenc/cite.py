@@ -56,6 +56,8 @@ PROJECT_KEY = "posenc"
 _PROJECT_FALLBACK: dict[str, Any] = {
     "title": "posenc: a reproducible atlas of positional encodings for Transformer length extrapolation",
     "version": "0.1.0",
+    "date-released": "2026-12-07",
+    "repository-code": "https://github.com/posenc/posenc",
     "authors": [{"name": "posenc contributors"}],
     "license": "MIT",
     "preferred-citation": {

@@ -164,7 +164,7 @@ BAD_CARDS: list[tuple[str, str, Callable[[dict[str, Any]], Any], list[str]]] = [
     ("summary_six_sentences", "alibi", _set("summary", "One. Two. Three. Four. Five. Six."),
      [f"{ALIBI}: summary: expected 2-5 sentences, got 6"]),
     ("formula_dollars", "alibi", _set("formula", "$q_i k_j^\\top$"),
-     [f"{ALIBI}: formula: must not contain '$' delimiters"]),
+     [f"{ALIBI}: formula: must not contain '$' delimiters (the page adds them)"]),
     ("code_not_https", "alibi", _set("code", "github.com/ofirpress"),
      [f"{ALIBI}: code: 'github.com/ofirpress' does not match the pattern https://\\S+"]),
     ("aliases_not_list", "alibi", _set("aliases", "Attention with Linear Biases"),

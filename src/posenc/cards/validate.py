@@ -19,6 +19,7 @@ from typing import Any
 from posenc import paths
 from posenc.cards.schema import CARD_SCHEMA, CATEGORY_SCHEMA, CONTROL, ID_RE, Problem, check_value, hint, show
 from posenc.cards.store import category_paths, root_of
+from posenc.cards.text import formula_problems
 
 __all__ = ["RegistryEntry", "count_sentences", "static_registry", "validate"]
 
@@ -393,8 +394,9 @@ def _cross_check(card: _Checked, root: Path, cat_paths: Mapping[str, Any] | None
         if not 2 <= n <= 5:
             card.add("summary", f"expected 2-5 sentences, got {n}")
     formula = d.get("formula")
-    if isinstance(formula, str) and "$" in formula:
-        card.add("formula", "must not contain '$' delimiters")
+    if isinstance(formula, str):
+        for message in formula_problems(formula):
+            card.add("formula", message)
 
     if bib_keys is not None:
         if isinstance(d.get("bibkey"), str) and d["bibkey"] not in bib_keys:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from posenc.commands import examples
+
 
 def add_parsers(sub: Any) -> None:  # argparse's private _SubParsersAction type
     """Register ``posenc book`` on ``sub``."""
@@ -13,7 +15,9 @@ def add_parsers(sub: Any) -> None:  # argparse's private _SubParsersAction type
         "book",
         help="generate the book pages and build _build/html (warnings are errors)",
         description="Generate book/generated/ and _toc.yml from taxonomy/ and results/, then build the "
-        "Jupyter Book with `jupyter-book build . -W -n --keep-going`. Exits non-zero on any warning.",
+        "Jupyter Book with 'jupyter-book build . -W -n --keep-going'. Exits non-zero on any warning. The book "
+        "publishes the results of the gpu preset, else cpu, else smoke (current protocol only).",
+        **examples("posenc book", "posenc book --no-build", "posenc book --strict --build-dir /tmp/posenc-book"),
     )
     p.add_argument("--no-build", action="store_true", help="only generate the pages and _toc.yml")
     mode = p.add_mutually_exclusive_group()

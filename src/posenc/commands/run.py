@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from posenc import paths
+from posenc.commands import examples
 
 PRESET_NAMES = ("smoke", "cpu", "gpu")
 
@@ -26,9 +27,9 @@ PRESET_NAMES = ("smoke", "cpu", "gpu")
 def add_parsers(sub: Any) -> None:  # argparse's private _SubParsersAction type
     """Register ``run`` and ``leaderboard`` on ``sub``."""
     p = sub.add_parser("run", help="run a method's extrapolation notebook (papermill) and store its results",
-                       description=__doc__.split("\n\n")[1] if __doc__ else None,
-                       epilog="examples: posenc run alibi --preset smoke; posenc run yarn --preset cpu --hp scale=8; "
-                              "posenc run --all --preset cpu --jobs 2")
+                       description=_plain(__doc__.split("\n\n")[1]) if __doc__ else None,
+                       **examples("posenc run alibi --preset smoke", "posenc run yarn --preset cpu --hp scale=8",
+                                  "posenc run --all --preset cpu --jobs 2", "posenc run --all --preset cpu --dry-run"))
     p.add_argument("id", nargs="?", help="card / registry id, e.g. alibi")
     p.add_argument("--all", action="store_true", help="every card with an implementation")
     p.add_argument("--preset", default="smoke", choices=PRESET_NAMES)
@@ -49,15 +50,23 @@ def add_parsers(sub: Any) -> None:  # argparse's private _SubParsersAction type
                    help="YAML settings of --backend submitit: executor, folder, runs_per_job, notebooks_per_job, "
                         "parameters (see book/cluster.md)")
     p.add_argument("--template", help="notebook template (default: notebooks/extrapolation.ipynb of the package)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate everything and print what would run (and what is complete), then stop")
     p.set_defaults(handler=_run)
 
     lb = sub.add_parser("leaderboard", help="summarise stored results: results/<preset>/leaderboard.{csv,md,png}",
                         description="Aggregate every canonical result of a preset over its seeds (mean and 95% "
                                     "interval), judge each card's claims, and write the leaderboard table, its "
-                                    "figure and the claims ledger beside the results.")
+                                    "figure and the claims ledger beside the results.",
+                        **examples("posenc leaderboard --preset cpu", "posenc leaderboard --preset smoke"))
     lb.add_argument("--preset", default="cpu", choices=PRESET_NAMES)
     lb.add_argument("--results", help="results folder (default: results/ in the checkout)")
     lb.set_defaults(handler=_leaderboard)
+
+
+def _plain(text: str) -> str:
+    """A docstring paragraph as help text: RST literals shown as plain quotes."""
+    return text.replace("``", "'")
 
 
 def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
@@ -119,6 +128,11 @@ def _run(args: argparse.Namespace) -> int:
         except (ValueError, paths.RootError) as e:
             print(f"posenc run: {e}", file=sys.stderr)
             return 2
+        if args.dry_run:
+            for job in plan.jobs:
+                state = "complete, would be skipped" if S.job_done(job) and not args.force else "would run"
+                print(f"posenc run: {job.name}: {state}: {len(job.seeds)} seed(s) -> {paths.relative(job.notebook)}")
+            return 0
         return S.execute_plan(plan, force=args.force, jobs=args.jobs, backend=args.backend, cluster=cluster)
     except KeyboardInterrupt:
         print(f"\nposenc run: {interrupted(plan)}", file=sys.stderr)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from posenc import cards, paths
+from posenc.commands import examples
 
 TABLE_FORMATS = ("table", "csv", "json", "markdown")
 CITE_FORMATS = ("bibtex", "apa", "markdown", "table", "csv", "json")
@@ -242,12 +243,14 @@ def _common(p: argparse.ArgumentParser, formats: Sequence[str] = TABLE_FORMATS, 
 
 def add_parsers(sub: Any) -> None:  # argparse's private _SubParsersAction type
     """Register ``list``, ``show``, ``query``, ``cite`` and ``validate`` on ``sub``."""
-    p = sub.add_parser("list", help="list every method card", description=cmd_list.__doc__)
+    p = sub.add_parser("list", help="list every method card", description=cmd_list.__doc__,
+                       **examples("posenc list", "posenc list --columns id,name,year --format csv"))
     p.add_argument("--columns", "-c", help=f"comma-separated columns, or 'all' (default: {','.join(DEFAULT_COLUMNS)})")
     _common(p)
     p.set_defaults(handler=cmd_list)
 
-    p = sub.add_parser("show", help="print one card", description=cmd_show.__doc__)
+    p = sub.add_parser("show", help="print one card", description=cmd_show.__doc__,
+                       **examples("posenc show yarn", "posenc show 'Attention with Linear Biases' --format json"))
     p.add_argument("id", help="card id (or a card's name or alias)")
     _common(p)
     p.set_defaults(handler=cmd_show)
@@ -259,16 +262,21 @@ def add_parsers(sub: Any) -> None:  # argparse's private _SubParsersAction type
             "Filter the cards. Conditions are FIELD OP VALUE separated by spaces, all of which must hold. "
             "OP is one of = != < <= > >= ~ (~ is a case-insensitive substring match). On list fields and "
             "'+'-joined Table 1 fields, = means membership and ~ matches any element. true/false, null and "
-            "numbers are typed; quote values with spaces: \"name~'linear biases'\". Fields are the columns "
+            "numbers are typed; quote values with spaces: \"aliases~'linear biases'\". Fields are the columns "
             "of 'posenc list --columns all' (table1.learnable and relations.builds_on work too)."
         ),
+        **examples("posenc query 'category~rope learnable=false year>=2022'",
+                   "posenc query needs=fine_tuning --columns id,name,year --format markdown",
+                   "posenc query \"aliases~'linear biases'\""),
     )
     p.add_argument("expression", nargs="+", help="conditions, e.g. category~rope learnable=false year>=2022")
     p.add_argument("--columns", "-c", help="comma-separated columns, or 'all'")
     _common(p)
     p.set_defaults(handler=cmd_query)
 
-    p = sub.add_parser("cite", help="print a card's citation (BibTeX, APA or Markdown)", description=cmd_cite.__doc__)
+    p = sub.add_parser("cite", help="print a card's citation (BibTeX, APA or Markdown)", description=cmd_cite.__doc__,
+                       **examples("posenc cite alibi", "posenc cite alibi --format apa", "posenc cite yarn --all",
+                                  "posenc cite posenc", "posenc cite --everything"))
     p.add_argument("id", nargs="?", help="card id, or 'posenc' for this project")
     p.add_argument("--all", action="store_true", help="every key the card cites, not only the primary one")
     p.add_argument("--everything", action="store_true", help="the whole bibliography")
@@ -276,6 +284,6 @@ def add_parsers(sub: Any) -> None:  # argparse's private _SubParsersAction type
     p.set_defaults(handler=cmd_cite)
 
     p = sub.add_parser("validate", help="check the cards, categories, bibliography and registry",
-                       description=cmd_validate.__doc__)
+                       description=cmd_validate.__doc__, **examples("posenc validate", "posenc validate --format json"))
     _common(p)
     p.set_defaults(handler=cmd_validate)

@@ -14,7 +14,7 @@ import math
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +35,13 @@ TASK_FACTORS = (1, 4, 16)
 
 @dataclass
 class Collection:
-    """Every current-protocol canonical result of one preset, by method, plus the older ones (not published)."""
+    """Every current-protocol canonical result of one preset, by method, plus the older ones (not published):
+    ``stale`` holds results of another protocol, ``older`` the files of an older result schema by method."""
 
     preset: Preset
     by_method: dict[str, list[Result]]
     stale: dict[str, list[Result]]
+    older: dict[str, list[Path]] = field(default_factory=dict)
 
     def lookup(self, method: str) -> list[Result]:
         return self.by_method.get(method, [])
@@ -55,7 +57,8 @@ def collect(preset: str, results_dir: str | Path | None = None) -> Collection:
     by: dict[str, list[Result]] = defaultdict(list)
     stale: dict[str, list[Result]] = defaultdict(list)
     p: Preset | None = None
-    for r in iter_results(preset, results_dir):
+    older_files: list[Path] = []
+    for r in iter_results(preset, results_dir, older=older_files):
         (by if r.current else stale)[r.method].append(r)
         if r.current and p is None:
             p = get_preset(preset, **{k: v for k, v in r.data["config"].items()
@@ -65,7 +68,10 @@ def collect(preset: str, results_dir: str | Path | None = None) -> Collection:
         raise ValueError(f"no complete protocol-{PROTOCOL_VERSION} results under {paths.relative(folder)}")
     for rs in by.values():
         rs.sort(key=lambda r: r.seed)
-    return Collection(p or get_preset(preset), dict(by), dict(stale))
+    older: dict[str, list[Path]] = defaultdict(list)
+    for f in older_files:
+        older[f.name.rsplit("-seed", 1)[0]].append(f)
+    return Collection(p or get_preset(preset), dict(by), dict(stale), dict(older))
 
 
 def _cell(iv: Interval | None) -> dict[str, float | None]:
@@ -177,6 +183,7 @@ def write_leaderboard(preset: str = "cpu", results_dir: str | Path | None = None
         "tasks": {t: {"learned": v["learned"], "best": v["best"]} for t, v in learned.items()},
         "methods": {m: [v.as_dict() for v in vs] for m, vs in sorted(verdicts.items())},
         "stale": sorted(col.stale),
+        "older_schema": sorted(col.older),
     }
     from posenc.experiment.plots import leaderboard_figure  # matplotlib only when the figure is drawn
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt  # headless machines fall back to the Agg backend by themselves
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from posenc.cards import find_card, load_cards
 from posenc.experiment.aggregate import Series, lm_series, position_series, task_series
@@ -94,6 +95,23 @@ def band(ax: Any, s: Series, *, clip: float | None = None, **kw: Any) -> bool:
     return bool(over)
 
 
+def _length_axis(ax: Any, train_len: int | None) -> None:
+    """Log x ticks at the evaluated lengths, labelled as multiples of the training length ("4×\n256")."""
+    xs = sorted({float(x) for line in ax.lines if line.get_transform() == ax.transData  # not axhline/axvline
+                 for x in line.get_xdata() if float(x) > 0})
+    if not xs or not train_len:
+        return
+    ax.xaxis.set_major_locator(FixedLocator(xs))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{x / train_len:g}×\n{x:g}" for x in xs])
+
+
+def _plain_log_y(ax: Any) -> None:
+    """Log y with plain-number labels (1.5, 2, 4) instead of powers of ten."""
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f"{y:g}" if str(f"{y:g}")[0] in "2468" else ""))
+
+
 def _ratio_axis(ax: Any, clipped: bool) -> None:
     """Log y from just below 1 to just above the data (the clip line when something was clipped)."""
     ys = [y for line in ax.lines for y in line.get_ydata() if math.isfinite(y) and y > 0]
@@ -140,8 +158,11 @@ def _series_specs(method: str, own: Sequence[Result], lookup: Lookup, comparator
     return out
 
 
-def method_figure(method: str, lookup: Lookup, comparators: set[str] | None = None) -> Any:
-    """The key figure of a method's page and notebook (2 × 3 panels)."""
+def method_figure(method: str, lookup: Lookup, comparators: set[str] | None = None, *, ncols: int = 3) -> Any:
+    """The key figure of a method's page and notebook: six panels, ``ncols`` a row (3: 2 × 3 for a notebook;
+    2: 3 × 2, narrower, for a page column)."""
+    if ncols not in (2, 3):
+        raise ValueError(f"ncols must be 2 or 3, got {ncols!r}")
     own = lookup(method)
     if comparators is None:
         from posenc.experiment.claims import comparators as card_comparators
@@ -149,62 +170,85 @@ def method_figure(method: str, lookup: Lookup, comparators: set[str] | None = No
         card = find_card(method)
         comparators = card_comparators(card) if card is not None else set()
     specs = _series_specs(method, own, lookup, comparators)
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.2))
+    nrows = 6 // ncols
+    fig, grid = plt.subplots(nrows, ncols, figsize=(15, 8.2) if ncols == 3 else (10, 11))
+    lm_ax, sliding_ax, pos_ax, needle_ax, latest_ax, legend_ax = grid.flat
     train_len = own[0].data["config"]["train_len"] if own else None
-    panels = [(axes[0, 0], "lm", "perplexity / perplexity at 1× (non-overlapping windows)"),
-              (axes[0, 1], "lm_sliding", "perplexity / perplexity at 1× (sliding window, stride l/2)")]
+    panels = [(lm_ax, "lm", "ppl / ppl at 1× (non-overlapping windows)"),
+              (sliding_ax, "lm_sliding", "ppl / ppl at 1× (sliding window, stride l/2)")]
     for ax, protocol, title in panels:
         clipped = False
         for label, rs, variant, kw in specs:
             clipped |= band(ax, lm_series(rs, label, protocol=protocol, variant=variant), clip=RATIO_CLIP, **kw)
         ax.set(xscale="log", yscale="log", title=title, xlabel="evaluation length (bytes)")
         _ratio_axis(ax, clipped)
-    ax = axes[0, 2]
     for label, rs, variant, kw in specs:
-        band(ax, position_series(rs, label, variant), **{k: v for k, v in kw.items() if k != "marker"})
-    ax.set(xscale="log", title="loss against position (longest window)", xlabel="position in the window",
-           ylabel="nats per byte")
-    for ax, task in ((axes[1, 0], "needle"), (axes[1, 1], "latest")):
+        band(pos_ax, position_series(rs, label, variant), **{k: v for k, v in kw.items() if k != "marker"})
+    pos_ax.set(xscale="log", title="loss against position (longest window)", xlabel="position in the window",
+               ylabel="nats per byte")
+    for ax, task in ((needle_ax, "needle"), (latest_ax, "latest")):
         for label, rs, variant, kw in specs:
             band(ax, task_series(rs, task, label, variant), **kw)
         ax.set(xscale="log", ylim=(-0.03, 1.03), title=f"{task} accuracy (Wilson 95%)",
                xlabel="evaluation length (bytes)")
         ax.axhline(0.1, color="gray", ls="--", lw=0.8)
-    for ax in axes.flat[:5]:
+    for ax in (lm_ax, sliding_ax, pos_ax, needle_ax, latest_ax):
         if train_len:
             ax.axvline(train_len, color="k", ls=":", lw=1)
         ax.grid(alpha=0.3, which="both")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    axes[1, 2].axis("off")
-    axes[1, 2].legend(handles, labels, loc="center", fontsize=10, frameon=False,
-                      title=f"{method}: mean and 95% interval over seeds")
+    for ax in (lm_ax, sliding_ax, needle_ax, latest_ax):
+        _length_axis(ax, train_len)
+    for ax in (lm_ax, sliding_ax):
+        _plain_log_y(ax)
+    handles, labels = lm_ax.get_legend_handles_labels()
+    legend_ax.axis("off")
+    legend_ax.legend(handles, labels, loc="center", fontsize=12, frameon=False, title_fontsize=12,
+                     title=f"{method}: mean and 95% interval\nover seeds")
     fig.tight_layout()
     return fig
 
 
 def leaderboard_figure(col: Any, path: Path) -> None:
-    """One panel per family: perplexity ratio against length, with bands; legend beside each panel."""
+    """One panel per family with results, two panels a row: perplexity ratio against length with bands, and the
+    legend under each panel, one entry per method in its fixed colour and marker. Families without results are
+    named in the title, not drawn."""
     groups: dict[int, list[str]] = {}
     for method in sorted(col.by_method):
         card = find_card(method)
         groups.setdefault(family_of(card.category if card else None), []).append(method)
-    n = len(FAMILIES)
-    fig, axes = plt.subplots(n, 1, figsize=(11, 4.2 * n))
-    for i, ax in enumerate(axes):
-        title, _ = FAMILIES[i]
+    shown = [i for i in range(len(FAMILIES)) if groups.get(i)] or [0]
+    ncols = 1 if len(shown) == 1 else 2
+    nrows = math.ceil(len(shown) / ncols)
+    # Room under each panel for its legend (three entries a row).
+    legend_rows = [math.ceil(len(groups.get(i, [])) / 3) for i in shown]
+    heights = [3.4 + 0.28 * max(legend_rows[r * ncols:(r + 1) * ncols]) for r in range(nrows)]
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.6 * ncols, sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights}, layout="constrained")
+    train_len = col.preset.train_len
+    for k, ax in enumerate(axes.flat):
+        if k >= len(shown):
+            ax.axis("off")
+            continue
+        i = shown[k]
         clipped = False
         for m in groups.get(i, []):
             rs = col.lookup(m)
-            clipped |= band(ax, lm_series(rs, m, variant=rs[0].primary), clip=RATIO_CLIP, **style(m), lw=1.5)
-        ax.set(xscale="log", yscale="log", title=title, xlabel="evaluation length (bytes)",
-               ylabel="ppl / ppl at 1×")
+            clipped |= band(ax, lm_series(rs, m, variant=rs[0].primary), clip=RATIO_CLIP, **style(m), lw=1.8)
+        ax.set(xscale="log", yscale="log", title=FAMILIES[i][0], ylabel="ppl / ppl at 1×")
         _ratio_axis(ax, clipped)
+        _length_axis(ax, train_len)
+        _plain_log_y(ax)
         ax.grid(alpha=0.3, which="both")
-        if ax.lines:
-            ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
-    fig.suptitle(f"Length extrapolation, {col.preset.name} preset: mean and 95% interval over seeds "
-                 f"(values above {RATIO_CLIP:g} drawn at the dashed line, ▲)", y=1.0)
-    fig.tight_layout()
+        if groups.get(i):
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.24), ncol=3, fontsize=11, frameon=False,
+                      handlelength=2.2, columnspacing=1.2)
+    missing = [FAMILIES[i][0] for i in range(len(FAMILIES)) if not groups.get(i)]
+    title = (f"Length extrapolation, {col.preset.name} preset: perplexity at each evaluation length (× the training "
+             "length L, and bytes) over perplexity at L;\n"
+             f"mean and 95% interval over seeds (values above {RATIO_CLIP:g} drawn at the dashed line, ▲)")
+    if missing:
+        title += "\nno results yet: " + ", ".join(missing)
+    fig.suptitle(title, fontsize=12)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 

@@ -42,6 +42,7 @@ __all__ = [
     "result_done",
     "result_file",
     "iter_results",
+    "older_schema",
     "marker_path",
     "write_marker",
     "marker_valid",
@@ -234,19 +235,36 @@ def result_done(path: str | Path, key: str) -> bool:
     return res.complete and res.key == key
 
 
-def iter_results(preset: str, results_dir: str | Path | None = None, *, canonical: bool = True
-                 ) -> Iterator[Result]:
+def older_schema(path: str | Path) -> int | None:
+    """The schema of a readable result file written by an older schema, else None (current, or unreadable)."""
+    try:
+        data = read_json(path)
+    except ResultError:
+        return None
+    schema = data.get("schema", 1) if isinstance(data, dict) else None
+    return schema if isinstance(schema, int) and not isinstance(schema, bool) and schema < SCHEMA else None
+
+
+def iter_results(preset: str, results_dir: str | Path | None = None, *, canonical: bool = True,
+                 older: list[Path] | None = None) -> Iterator[Result]:
     """Every complete result of ``preset`` (canonical configurations only, by default), sorted by file.
 
     A file that cannot be read raises :class:`ResultError` naming it: a leaderboard never silently drops an
-    entry.
+    entry. With ``older``, files of an older result schema (an older protocol) are appended to it instead of
+    raising: they are stale, never read as current.
     """
     folder = paths.results_dir(results_dir) / preset
     for path in sorted(folder.glob("*-seed*.json")):
         stem = path.name.rsplit("-seed", 1)[0]
         if canonical and "@" in stem:
             continue
-        res = read_result(path)
+        try:
+            res = read_result(path)
+        except ResultError:
+            if older is None or older_schema(path) is None:
+                raise
+            older.append(path)
+            continue
         if res.complete:
             yield res
 

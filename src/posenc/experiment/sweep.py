@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from posenc import paths
 from posenc.cards import load_cards
@@ -290,8 +290,12 @@ def clean_notebook(path: Path, job: Job, wall_s: float) -> None:
 
 
 def execute_job(job: Job, template: Path, *, force: bool = False, kernel: str | None = None,
-                log: Callable[[str], None] = print) -> Path:
-    """Run one notebook (papermill) and write its completion marker last. Raises papermill's error."""
+                log: Callable[[str], None] = print, stdout: TextIO | None = None) -> Path:
+    """Run one notebook (papermill) and write its completion marker last. Raises papermill's error.
+
+    With ``stdout``, what the notebook prints (each baseline or comparator it runs first, each seed's summary)
+    is written there as it happens: a first run from a fresh clone shows its progress.
+    """
     import papermill as pm  # only when notebooks run
 
     job.notebook.parent.mkdir(parents=True, exist_ok=True)
@@ -303,7 +307,7 @@ def execute_job(job: Job, template: Path, *, force: bool = False, kernel: str | 
               "results_dir": None if job.results_dir is None else str(job.results_dir)}
     pm.execute_notebook(str(template), str(job.notebook), parameters=params, kernel_name=kernel or _kernel_name(),
                         cwd=str(paths.find_root()), progress_bar=False, request_save_on_cell_execute=True,
-                        kernel_manager_class=_kernel_manager(kernel_log(job)))
+                        stdout_file=stdout, kernel_manager_class=_kernel_manager(kernel_log(job)))
     wall = time.perf_counter() - t0
     clean_notebook(job.notebook, job, wall)
     write_marker(job.name, job.spec.preset.name, job.spec.key, [*job.result_files(), job.notebook], job.results_dir,
@@ -351,7 +355,8 @@ def execute_plan(p: Plan, *, force: bool = False, jobs: int = 1, backend: str = 
         print(f"posenc run: {job.name}: running {len(job.seeds)} seed(s) -> {paths.relative(job.notebook)}"
               f"{_apart(job.spec)}", flush=True)
         try:
-            execute_job(job, p.template, force=force, kernel=kernel)
+            # One notebook at a time: stream its output (several at once would interleave their lines).
+            execute_job(job, p.template, force=force, kernel=kernel, stdout=sys.stdout if jobs == 1 else None)
         except Exception as e:
             if stopping.is_set():  # its kernel was stopped by an interrupt, which is what gets reported
                 return
