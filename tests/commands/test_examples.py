@@ -64,7 +64,7 @@ def test_readme_says_how_to_activate_the_venv() -> None:
 
 def _param(example: str) -> object:
     # Examples that import torch and papermill or generate the book take seconds each: slow-marked.
-    heavy = example.split()[1] in ("run", "book", "leaderboard")
+    heavy = example.split()[1] in ("run", "book", "leaderboard", "eval-hf")
     return pytest.param(example, marks=pytest.mark.slow) if heavy else example
 
 
@@ -94,6 +94,10 @@ def test_example_runs(example: str, checkout: Path, tmp_path: Path) -> None:
         command = example.replace(" > ", " --dry-run > ") if " > " in example else example + " --dry-run"
     if words[1] == "book" and "--no-build" not in words:
         command = example + " --no-build"
+    if words[1] == "eval-hf":  # the example's checkpoint folder: a tiny random model of the same family
+        from posenc.hf.tiny import save_tiny_model
+
+        save_tiny_model(tmp_path / words[2])
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "POSENC_ROOT": str(checkout), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
            "POSENC_CACHE": str(tmp_path / "cache")}

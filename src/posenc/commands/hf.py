@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from posenc.commands import examples
 from posenc.commands.run import parse_assignments
 
 
@@ -20,8 +21,9 @@ def add_parsers(sub: Any) -> None:  # argparse's private _SubParsersAction type
     p = sub.add_parser("eval-hf", help="apply a method to a local Hugging Face causal LM; perplexity and passkey "
                                        "accuracy against length",
                        description=__doc__.split("\n\n")[1] if __doc__ else None,
-                       epilog="example: posenc eval-hf ~/models/Llama-3.2-1B --method yarn --hp scale=4 "
-                              "--lengths 4096,8192,16384 --passkey")
+                       **examples("posenc eval-hf ./Llama-3.2-1B --method yarn --hp scale=4 --lengths 1024,2048",
+                                  "posenc eval-hf ./Llama-3.2-1B --method ntk_aware --hp scale=4 --lengths 2048 "
+                                  "--passkey --depths 0,0.5,1 --passkey-trials 2"))
     p.add_argument("model_dir", metavar="MODEL_DIR", help="local folder of the checkpoint (config.json, weights, "
                                                           "tokenizer)")
     p.add_argument("--method", required=True, help="posenc registry id, e.g. yarn (see the support table)")
