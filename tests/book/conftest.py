@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import math
+import re
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -70,6 +71,16 @@ def write_notebook(root: Path, method: str, *, preset: str = "smoke", key: str |
     return path
 
 
+def _add_real_bibliography(repo: Path) -> None:
+    """Append to the fixture's references.bib every entry of the real one whose key it lacks."""
+    bib = repo / "references.bib"
+    have = set(re.findall(r"^@\w+\{([^,\s]+),", bib.read_text(encoding="utf-8"), flags=re.M))
+    entries = re.split(r"(?m)^(?=@)", (ROOT / "references.bib").read_text(encoding="utf-8"))
+    extra = [e for e in entries if (m := re.match(r"@\w+\{([^,\s]+),", e)) and m.group(1) not in have]
+    with bib.open("a", encoding="utf-8") as f:
+        f.write("\n" + "".join(extra))
+
+
 @pytest.fixture
 def site_repo(repo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     """The small fixture repository (alibi, rope, t5_bias) with the book's configuration and hand-written pages,
@@ -78,6 +89,14 @@ def site_repo(repo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
     shutil.copytree(ROOT / "book", repo / "book", ignore=shutil.ignore_patterns("generated", "runs"))
     for name in ("CITATION.cff",):
         shutil.copy(ROOT / name, repo / name)
+    (repo / "book" / "runs").mkdir()  # the committed worked example a guide links to
+    shutil.copy(ROOT / "book" / "runs" / "pretrained_example.ipynb", repo / "book" / "runs")
+    _add_real_bibliography(repo)  # the hand-written pages cite the real bibliography's keys
+    (repo / "benchmarks").mkdir(exist_ok=True)  # measured tables the hand-written pages include
+    for table in (ROOT / "benchmarks").glob("*.md"):
+        shutil.copy(table, repo / "benchmarks" / table.name)
+    (repo / "notebooks").mkdir(exist_ok=True)  # method pages without an executed notebook offer the template
+    shutil.copy(ROOT / "notebooks" / "extrapolation.ipynb", repo / "notebooks" / "extrapolation.ipynb")
     monkeypatch.setenv(paths.ROOT_ENV, str(repo))
     monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(plots, "_STYLES", {})

@@ -18,7 +18,7 @@ import jinja2
 
 from posenc.book import safe
 from posenc.book.context import BRANCH, GENERATED, REPOSITORY, Category, Context
-from posenc.book.safe import Md, cell, code, escape, role_text
+from posenc.book.safe import Md, cell, code, escape, heading, role_text
 from posenc.book.tables import (
     COVERAGE_TEXT,
     LEADERBOARD_ID,
@@ -45,7 +45,7 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("posenc.book", "templates"), autoescape=False, finalize=safe.finalize,
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(md=escape, cell=cell, code=code, role=role_text, attr=safe.attr, raw=Md,
+    env.filters.update(md=escape, cell=cell, code=code, role=role_text, heading=heading, attr=safe.attr, raw=Md,
                        interval=fmt_interval)
     env.globals["protocol_version"] = PROTOCOL_VERSION
     return env

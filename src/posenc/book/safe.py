@@ -17,7 +17,7 @@ from typing import Any
 
 from posenc.cards.text import formula_problems, url_problems
 
-__all__ = ["CardTextError", "Md", "escape", "finalize", "role_text", "code", "formula", "url", "attr", "cell"]
+__all__ = ["CardTextError", "Md", "escape", "finalize", "role_text", "heading", "code", "formula", "url", "attr", "cell"]
 
 
 class CardTextError(ValueError):
@@ -73,6 +73,12 @@ def role_text(text: Any) -> Md:
     and Markdown punctuation escaped."""
     s = " ".join(str(text).split()).replace("`", "'").replace("<", "‹").replace(">", "›")
     return Md(s)
+
+
+def heading(text: Any) -> Md:
+    """``text`` as a page title: escaped, with angle brackets shown as ‹ › (the theme copies a page's title into
+    its print header as HTML, where an escaped ``&lt;`` would turn back into a tag)."""
+    return escape(str(text).replace("<", "‹").replace(">", "›"))
 
 
 def code(value: Any, *, table: bool = True) -> Md:

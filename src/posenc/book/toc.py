@@ -8,7 +8,7 @@ from typing import Any
 from posenc import paths
 from posenc.book.context import GENERATED, Category, Context
 
-__all__ = ["TOC_FILE", "toc", "toc_yaml", "GUIDES"]
+__all__ = ["TOC_FILE", "toc", "toc_yaml", "GUIDES", "GUIDE_EXAMPLES"]
 
 TOC_FILE = "_toc.yml"
 #: Hand-written guides, in order; optional ones (written elsewhere) are listed when their page exists.
@@ -16,6 +16,11 @@ GUIDES: tuple[tuple[str, bool], ...] = (
     ("protocol", True), ("conventions", True), ("implementations", True), ("rerun", True),
     ("use_on_your_model", False), ("cluster", False), ("card_format", True), ("build", True), ("reliability", True),
 )
+
+#: Guides with a worked example notebook: guide page -> (notebook, its title in the table of contents).
+GUIDE_EXAMPLES: dict[str, tuple[str, str]] = {
+    "book/use_on_your_model": ("book/runs/pretrained_example", "Worked example: YaRN on a tiny Llama (executed)"),
+}
 
 
 def _method_entry(ctx: Context, cid: str) -> dict[str, Any]:
@@ -42,8 +47,12 @@ def toc(ctx: Context) -> dict[str, Any]:
     if ctx.orphans:
         methods.append({"file": f"{GENERATED}/categories/uncategorised",
                         "sections": [_method_entry(ctx, c) for c in ctx.orphans]})
-    guides = [{"file": f"book/{name}"} for name, required in GUIDES
-              if required or (ctx.root / "book" / f"{name}.md").is_file()]
+    guides: list[dict[str, Any]] = [{"file": f"book/{name}"} for name, required in GUIDES
+                                    if required or (ctx.root / "book" / f"{name}.md").is_file()]
+    for guide in guides:  # a guide's worked example, executed and committed under book/runs/
+        example = GUIDE_EXAMPLES.get(guide["file"])
+        if example and (ctx.root / f"{example[0]}.ipynb").is_file():
+            guide["sections"] = [{"file": example[0], "title": example[1]}]
     return {
         "format": "jb-book",
         "root": "book/intro",
