@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from posenc import book, taxonomy
+from posenc.book.toc import GUIDES
 
 from .conftest import ROOT, write_notebook, write_result
 
@@ -124,10 +125,18 @@ def test_toc_lists_notebooks_with_distinct_titles_and_the_guides(site_repo: Path
     entry = next(e for e in _walk(toc) if e.get("file") == "book/generated/methods/alibi")
     assert entry["sections"] == [{"file": "book/runs/smoke/alibi", "title": "ALiBi: executed notebook (smoke)"}]
     guides = [c["file"] for c in toc["parts"][2]["chapters"]]
-    assert guides[0] == "book/protocol" and "book/use_on_your_model" not in guides
-    (site_repo / "book" / "use_on_your_model.md").write_text("# Use posenc on your model\n")
+    assert guides[0] == "book/protocol"
+    # An optional guide is listed exactly when its page exists.
+    optional = [name for name, required in GUIDES if not required]
+    for name in optional:
+        (site_repo / "book" / f"{name}.md").unlink(missing_ok=True)
+    guides = [c["file"] for c in book.toc(book.load_context(site_repo))["parts"][2]["chapters"]]
+    assert not {f"book/{n}" for n in optional} & set(guides)
+    for name in optional:
+        (site_repo / "book" / f"{name}.md").write_text(f"# {name}\n")
     ctx = book.load_context(site_repo)
-    assert "book/use_on_your_model" in [c["file"] for c in book.toc(ctx)["parts"][2]["chapters"]]
+    guides = [c["file"] for c in book.toc(ctx)["parts"][2]["chapters"]]
+    assert [g for g in guides if g in {f"book/{n}" for n in optional}] == [f"book/{n}" for n in optional]
     assert "book/generated/hf_support.md" in book.render(ctx)
 
 

@@ -17,7 +17,7 @@ or failed resumes where it stopped.
 
 The cluster file (YAML, optional) sets the executor and submitit's parameters::
 
-    executor: slurm            # slurm (default: what submitit detects), local or debug
+    executor: slurm            # slurm (the default; an error where there is no Slurm), local or debug
     folder: logs/submitit      # submission scripts and job logs, relative to the checkout
     runs_per_job: 3            # runs per job in waves 1 and 2
     notebooks_per_job: 10      # notebooks per job in wave 3
@@ -40,7 +40,7 @@ from posenc import paths
 from posenc.experiment import sweep as S
 from posenc.experiment.spec import BASELINES
 
-__all__ = ["ClusterConfig", "load_config", "check", "submit_plan", "run_units", "run_notebooks"]
+__all__ = ["ClusterConfig", "load_config", "executor_name", "check", "submit_plan", "run_units", "run_notebooks"]
 
 #: Parameters every job gets unless the cluster file sets them.
 DEFAULT_PARAMETERS: dict[str, Any] = {"gpus_per_node": 1, "tasks_per_node": 1, "cpus_per_task": 8,
@@ -125,18 +125,32 @@ def _submitit() -> Any:
     return submitit
 
 
+def executor_name(cfg: ClusterConfig) -> str:
+    """The executor the jobs go to: the cluster file's, else Slurm where it is found. Never a silent fallback:
+    without Slurm (no ``srun``), the jobs would run one after another on this machine, so the file must say
+    ``executor: local`` for that (``ValueError`` otherwise, as for ``executor: slurm`` without Slurm)."""
+    submitit = _submitit()
+    if cfg.executor in ("local", "debug"):
+        return cfg.executor
+    if submitit.SlurmExecutor.affinity() < 0:
+        raise ValueError("--backend submitit: no Slurm cluster found here (no srun on the PATH); run it on the "
+                         "cluster's login node, or set 'executor: local' in the --cluster file to run the jobs "
+                         "on this machine")
+    return "slurm"
+
+
 def check(config: Path | None) -> ClusterConfig:
-    """Before anything runs: the cluster file is valid and submitit is installed (``ValueError`` naming
-    what is wrong)."""
+    """Before anything runs: the cluster file is valid, submitit is installed and the executor exists
+    (``ValueError`` naming what is wrong)."""
     cfg = load_config(config)
-    _submitit()
+    executor_name(cfg)
     return cfg
 
 
 def _executor(cfg: ClusterConfig, parallel: int) -> Any:
     submitit = _submitit()
     folder = cfg.folder if cfg.folder.is_absolute() else paths.find_root() / cfg.folder
-    ex = submitit.AutoExecutor(folder=folder, cluster=cfg.executor)
+    ex = submitit.AutoExecutor(folder=folder, cluster=executor_name(cfg))
     ex.update_parameters(**{**DEFAULT_PARAMETERS, "name": "posenc", "slurm_array_parallelism": parallel,
                             **cfg.parameters})
     return ex
@@ -170,9 +184,15 @@ def submit_plan(p: S.Plan, todo: list[S.Job], *, force: bool = False, parallel: 
     """Run the plan's units and the notebooks in ``todo`` on the cluster (see the module docstring); 0 when
     everything succeeded, 1 when anything failed (the rest still ran)."""
     cfg = load_config(config)
-    ex = _executor(cfg, parallel)
-    os.environ.setdefault(paths.ROOT_ENV, str(paths.find_root()))  # the jobs find the same checkout
     units = [u for u in S.units(p) if force or not u.done()]
+    if not units and not todo:  # everything is stored: nothing to submit (and no job folder to create)
+        return 0
+    ex = _executor(cfg, parallel)
+    # Slurm runs at most ``parallel`` jobs of an array at once; submitit's local executor starts them all.
+    at_once = f"at most {parallel} jobs at once" if ex.cluster == "slurm" else "each wave's jobs at once"
+    log(f"posenc run: {len(units)} run(s) and {len(todo)} notebook(s) to the {ex.cluster} executor, {at_once}; "
+        f"job logs in {paths.relative(ex.folder)}")
+    os.environ.setdefault(paths.ROOT_ENV, str(paths.find_root()))  # the jobs find the same checkout
     bases = {u.spec.applies_to for u in S.units(p)} - {None}
     first = [u for u in units if u.spec.method in bases or u.spec.method in BASELINES]
     failed: dict[str, str] = {}

@@ -91,9 +91,11 @@ def run_session(p: S.Plan, *, workers: int, notebooks: int = 2, compile: str = "
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     kernel = S._kernel_name() if jobs else None
 
+    n_units, n_jobs = len(pending), len(jobs)  # totals: ``pending`` and ``jobs`` shrink as work starts
+
     def say(msg: str) -> None:
-        log(f"[{time.monotonic() - t0:6.0f} s] {msg} ({len(out.units_done)}/{len(pending)} runs, "
-            f"{len(out.notebooks_done)}/{len(jobs)} notebooks)")
+        log(f"[{time.monotonic() - t0:6.0f} s] {msg} ({len(out.units_done)}/{n_units} runs, "
+            f"{len(out.notebooks_done)}/{n_jobs} notebooks)")
 
     running: dict[Future[str], str] = {}
     is_unit: dict[str, bool] = {}

@@ -126,8 +126,8 @@ class Unit:
         """Train (resuming from any checkpoint stored) and evaluate; a one-line summary."""
         t0 = time.perf_counter()
         meta = run_seed(self.spec, results_dir=self.results_dir, force=force).data["metadata"]
-        return (f"{self.name}: {time.perf_counter() - t0:.0f} s on {meta['device_name'] or meta['device']}, "
-                f"compile {meta.get('compile')}")
+        where = meta["device"] + (f" ({meta['device_name']})" if meta.get("device_name") else "")
+        return f"{self.name}: {time.perf_counter() - t0:.0f} s on {where}, compile {meta.get('compile')}"
 
 
 def _comparisons(job: Job, compile: str) -> list[RunSpec]:
