@@ -3,12 +3,15 @@ and the one strict YAML reader (duplicate keys, tags, alias bombs, size limit, e
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
 from posenc import paths
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -206,3 +209,10 @@ def test_alias_free_text_skips_the_count_only_when_short() -> None:
     assert paths._may_have_aliases("[" + "1," * paths.MAX_YAML_NODES + "1]")
     with pytest.raises(paths.YAMLReadError, match="expands to more than"):
         paths.parse_yaml("[" + "1," * paths.MAX_YAML_NODES + "1]")  # the limit holds without aliases too
+
+
+def test_git_commit_of_the_checkout_and_of_a_folder_outside_git(tmp_path: Path) -> None:
+    full = paths.git_commit(ROOT)
+    assert full is not None and re.fullmatch(r"[0-9a-f]{40}", full)
+    assert paths.git_commit(ROOT, short=True) == full[:12]
+    assert paths.git_commit(tmp_path) is None  # a copied tree or an installed package records no commit

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = [
     "RootError",
     "YAMLReadError",
     "find_root",
+    "git_commit",
     "is_checkout",
     "notebook_template",
     "relative",
@@ -316,3 +318,15 @@ def dump_yaml(data: Any, **options: Any) -> str:
     """``data`` as YAML text with PyYAML's *safe* dumper (plain types only); ``options`` are those of
     :func:`yaml.safe_dump` (e.g. ``sort_keys=False``, ``default_flow_style=True``, ``width``)."""
     return str(yaml.safe_dump(data, **options))
+
+
+def git_commit(root: str | Path | None = None, *, short: bool = False) -> str | None:
+    """HEAD of the git checkout at ``root`` (default: :func:`find_root`), 12 hex digits when ``short``;
+    None outside a git checkout (an installed package, a copied tree) or without git."""
+    try:
+        where = Path(root) if root is not None else find_root()
+        out = subprocess.run(["git", "rev-parse", *(["--short=12"] if short else []), "HEAD"], cwd=where,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError, RootError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None

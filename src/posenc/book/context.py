@@ -228,15 +228,6 @@ def _notebooks(root: Path, col: Collection) -> tuple[dict[str, str], dict[str, d
     return nbs, markers
 
 
-def _git_commit(root: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
 @contextmanager
 def using_root(root: Path) -> Iterator[None]:
     """Make ``root`` the root every module finds (``POSENC_ROOT``) while the book reads it."""
@@ -270,4 +261,4 @@ def load_context(root: str | os.PathLike[str] | None = None) -> Context:
         applies = _applies_to(sorted(registry))
     extra = {name: (r / "book" / f"{name}.md").is_file() for name in ("use_on_your_model", "cluster")}
     return Context(r, cards, tree, orphans, dict(registry), applies, statuses, published, __version__,
-                   _git_commit(r), extra)
+                   paths.git_commit(r, short=True), extra)

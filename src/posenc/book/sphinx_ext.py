@@ -18,25 +18,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from posenc import __version__
+from posenc import __version__, paths
 
 __all__ = ["setup", "footer_text"]
-
-
-def _commit(root: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def footer_text(root: Path) -> str:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     when = dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc) if epoch and epoch.isdigit() else \
         dt.datetime.now(dt.timezone.utc)
-    commit = _commit(root)
+    commit = paths.git_commit(root, short=True)
     return (f'<p class="posenc-footer">posenc {__version__}' + (f" (commit <code>{commit}</code>)" if commit else "")
             + f", built {when:%Y-%m-%d}. Code MIT-licensed; see <code>CITATION.cff</code> to cite.</p>")
 

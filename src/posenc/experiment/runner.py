@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import platform
 import resource
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -235,13 +234,8 @@ def _task_ft_sampler(task: T.Task, spec: RunSpec, device: torch.device) -> Calla
 
 # =========================================================================== one seed
 def git_commit() -> str:
-    """The checkout's HEAD commit, or 'unknown' outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.find_root(), capture_output=True, text=True,
-                             timeout=10)
-        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-    except (OSError, subprocess.SubprocessError, paths.RootError):
-        return "unknown"
+    """The checkout's HEAD commit, or 'unknown' outside a git checkout (as results record it)."""
+    return paths.git_commit() or "unknown"
 
 
 def _peak_memory_mb(device: torch.device) -> float:
