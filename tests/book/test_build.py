@@ -45,8 +45,10 @@ def test_full_build_has_no_warnings(built: book.BuildResult) -> None:
 
 @pytest.mark.slow
 def test_a_warning_fails_the_build(site_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`posenc book` exits non-zero and names the warning (here: the hand-written pages cite keys that the small
-    repository's bibliography lacks); the generated pages themselves are warning-free."""
+    """`posenc book` exits non-zero and names the warning (here: a hand-written page links a page that does not
+    exist); the generated pages themselves are warning-free."""
+    page = site_repo / "book" / "conventions.md"
+    page.write_text(page.read_text(encoding="utf-8") + "\nSee {doc}`no_such_page`.\n", encoding="utf-8")
     for seed in (0, 1):
         write_result(site_repo, "rope", seed)
         write_result(site_repo, "alibi", seed)
@@ -56,7 +58,7 @@ def test_a_warning_fails_the_build(site_repo: Path, capsys: pytest.CaptureFixtur
     assert main(["book", "--root", str(site_repo), "--build-dir", str(site_repo / "out" / "_build")]) != 0
     err = capsys.readouterr().err
     assert "WARNING" in err and "build FAILED" in err and "\x1b[" not in err
-    assert "zhao2024length" in err, err
+    assert "no_such_page" in err, err
     assert not [ln for ln in err.splitlines() if "WARNING" in ln and ("book/generated" in ln or "book/runs" in ln)], err
     html_dir = site_repo / "out" / "_build" / "html"
     page = (html_dir / "book" / "generated" / "methods" / "alibi.html").read_text(encoding="utf-8")
