@@ -117,7 +117,8 @@ def test_hostile_prose_builds_into_a_page_without_script_or_file_contents(site_r
     res = book.build(site_repo, site_repo / "out" / "_build")
     assert res.returncode == 0, "\n".join(res.warnings) or res.log[-3000:]
     html = (res.html_dir / "book" / "generated" / "methods" / "alibi.html").read_text(encoding="utf-8")
-    assert "<script>alert" not in html and "onerror=alert" not in html and "root:x:0:0" not in html
+    assert "<script>alert" not in html and "<img src=x" not in html and "root:x:0:0" not in html
+    assert "&lt;img src=x onerror=alert(3)&gt;" in html  # the alias is shown as text, not made an element
     # A title's angle brackets are shown as ‹ › (the theme's print header would turn an escaped one into a tag)
     assert "ALiBi ‹script›alert(" in html
     assert "{include} /etc/passwd" in html  # shown as text
