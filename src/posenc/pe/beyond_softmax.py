@@ -137,8 +137,8 @@ class ScaleInvariantAttention(InnerPE):
     def prepare(self, ctx: PositionContext) -> None:
         super().prepare(ctx)  # the inner PE's tensors, in the child context
 
-        def transform() -> Tensor:  # (2, T, S): a_t and m_t stacked, one tensor the context can slice
-            return torch.stack(scale_invariant_transform(ctx.q_pos[:, None] - ctx.k_pos[None, :], self.tau))
+        def transform(c: PositionContext) -> Tensor:  # (2, T, S): a_t and m_t stacked, one sliceable tensor
+            return torch.stack(scale_invariant_transform(c.q_pos[:, None] - c.k_pos[None, :], self.tau))
 
         ctx.put_lazy("sia_a_m", transform, q_dim=-2, k_dim=-1)
 

@@ -68,7 +68,7 @@ class _GlobalNoPELocalRoPE(RoPE):
 
     def prepare(self, ctx: PositionContext) -> None:
         super().prepare(ctx)
-        ctx.put_lazy("window_bias", lambda: window_bias(ctx.q_pos, ctx.k_pos, self.window)
+        ctx.put_lazy("window_bias", lambda c: window_bias(c.q_pos, c.k_pos, self.window)
                      .expand(self.num_heads, -1, -1), q_dim=-2, k_dim=-1)
 
     def rotate(self, q: Tensor, k: Tensor, ctx: PositionContext, layer: int = 0) -> tuple[Tensor, Tensor]:

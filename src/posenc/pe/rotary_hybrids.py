@@ -141,9 +141,9 @@ class LocalGlobalRoPE(RoPE):
 
         self.put_cos_sin(ctx, cos_sin, prefix="global_")
 
-        def window_bias() -> Tensor:
-            near = (ctx.q_pos[:, None] - ctx.k_pos[None, :]) < self.window
-            zero = torch.zeros(near.shape, dtype=torch.float32, device=ctx.device)
+        def window_bias(c: PositionContext) -> Tensor:  # built per context, so a query chunk gets its rows
+            near = (c.q_pos[:, None] - c.k_pos[None, :]) < self.window
+            zero = torch.zeros(near.shape, dtype=torch.float32, device=c.device)
             return zero.masked_fill(~near, float("-inf")).expand(self.num_heads, -1, -1)
 
         ctx.put_lazy("bias", window_bias, q_dim=-2, k_dim=-1)
