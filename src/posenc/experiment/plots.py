@@ -286,15 +286,24 @@ def positional_signal(spec: Any, model: Any, ax: Any = None) -> Any:
             ax.set(xlabel="token index", ylabel="position", title=f"{spec.method}: sampled training positions")
             ax.legend(fontsize=8)
             return ax
-        length = 2 * p.train_len
-        x = torch.from_numpy(valid[:4 * length].astype(np.int64)).view(4, length).to(pos.device)
-        att = attention_map(model, x)
+        from posenc.experiment.evaluate import LENGTH_ERRORS
+
+        note = ""
+        for length in (2 * p.train_len, p.train_len):  # past the training length where the model can go there
+            x = torch.from_numpy(valid[:4 * length].astype(np.int64)).view(4, length).to(pos.device)
+            try:
+                att = attention_map(model, x)
+                break
+            except LENGTH_ERRORS as e:  # as in the evaluation: a length the model cannot take (a learned table)
+                if length == p.train_len:
+                    raise
+                note = f"\nat the training length ({length} tokens raise {type(e).__name__})"
     from matplotlib.colors import LogNorm
 
     im = ax.imshow(np.clip(att, 1e-4, 1.0), cmap="viridis", aspect="auto", norm=LogNorm(vmin=1e-4, vmax=1.0))
     ax.axvline(p.train_len, color="w", ls=":", lw=1)
     ax.set(xlabel="key position", ylabel="query position",
-           title=f"{spec.method}: layer-0 attention (mean over heads and 4 windows)")
+           title=f"{spec.method}: layer-0 attention (mean over heads and 4 windows){note}")
     plt.colorbar(im, ax=ax)
     return ax
 
