@@ -131,8 +131,24 @@ class RandomizedPositions(InnerPE):
         return super().extra_repr() + f", max_len={self.max_len}, sample_at_eval={self.sample_at_eval}"
 
 
+class _TrainingSampler(InnerPE):
+    """A fine-tuning position sampler (PoSE, CREAM): ``sample`` draws skipped positions while training; evaluation
+    uses the plain positions 0..T-1."""
+
+    def sample(self, seq_len: int, device: torch.device | str | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def positions(self, seq_len: int, *, training: bool = False, device: torch.device | str | None = None) -> Tensor:
+        if training:
+            return self.sample(seq_len, device)
+        return torch.arange(seq_len, dtype=torch.float32, device=device)
+
+    def samples_positions(self, training: bool) -> bool:
+        return training
+
+
 @register
-class PoSE(InnerPE):
+class PoSE(_TrainingSampler):
     """PoSE, positional skip-wise training (Zhu et al., ICLR 2024, arXiv 2309.10400, §3.2, Eqs. 3–4).
 
     The training window of T tokens is cut into N chunks c_0..c_{N−1} of lengths l_i (Σ l_i = T); chunk i
@@ -192,14 +208,6 @@ class PoSE(InnerPE):
             start += length
         return torch.cat(pieces).to(device=device, dtype=torch.float32)
 
-    def positions(self, seq_len: int, *, training: bool = False, device: torch.device | str | None = None) -> Tensor:
-        if training:
-            return self.sample(seq_len, device)
-        return torch.arange(seq_len, dtype=torch.float32, device=device)
-
-    def samples_positions(self, training: bool) -> bool:
-        return training
-
     def extra_repr(self) -> str:
         return super().extra_repr() + f", target_len={self.target_len}, num_chunks={self.num_chunks}"
 
@@ -223,7 +231,7 @@ def cream_positions(seq_len: int, factor: int, edge: int, end: int) -> Tensor:
 
 
 @register
-class CREAM(InnerPE):
+class CREAM(_TrainingSampler):
     """CREAM, Continuity-Relativity indExing with gAussian Middle (Wu, Zhao, Zheng, NeurIPS 2024, arXiv
     2406.07138; released code bigai-nlco/CREAM, ``src/train.py``, function ``CREAM``).
 
@@ -291,14 +299,6 @@ class CREAM(InnerPE):
         lo, hi = int(edge + (m - 1) * r / 2), (r * seq_len) // 2 - edge - 1
         end = self._randint(lo, hi)
         return cream_positions(seq_len, factor, edge, end).to(device=device, dtype=torch.float32)
-
-    def positions(self, seq_len: int, *, training: bool = False, device: torch.device | str | None = None) -> Tensor:
-        if training:
-            return self.sample(seq_len, device)
-        return torch.arange(seq_len, dtype=torch.float32, device=device)
-
-    def samples_positions(self, training: bool) -> bool:
-        return training
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", target_len={self.target_len}, sigma={self.sigma}"
