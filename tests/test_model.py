@@ -158,6 +158,27 @@ def test_mask_path_in_query_blocks_matches_explicit(pe_id: str) -> None:
         torch.testing.assert_close(models[0](tokens)[0], models[1](tokens)[0], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("last", [1, 200, 351, 700])
+def test_last_rows_across_the_mask_paths_query_blocks(last: int) -> None:
+    """``last`` rows that start inside the second query block, at its start, or cover both blocks."""
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig(d_model=32, n_head=2, n_layer=2, attn="sdpa"),
+                    posenc.build("alibi", head_dim=16, num_heads=2, train_len=8)).eval()
+    tokens = torch.randint(0, 256, (2, 700))
+    with torch.no_grad():
+        full, _ = m(tokens)
+        part, _ = m(tokens, last=last)
+    assert part.shape == (2, last, 256)
+    torch.testing.assert_close(part, full[:, 700 - last:], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 9, 2.0, True, "3"])
+def test_bad_last_is_named(bad: object) -> None:
+    m = _model("rope").eval()
+    with pytest.raises(ValueError, match="'last' must be an int in 1..8"):
+        m(torch.randint(0, 256, (1, 8)), last=bad)  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------------------------------------- static masks
 def test_alibi_mask_is_kept_across_forwards_and_never_stale(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []

@@ -27,6 +27,11 @@ How a layer attends is chosen once per forward, in one place (:meth:`Transformer
   long sequences are evaluated in query chunks so that one (B, H, chunk, S) float32 logits tensor stays
   under ``explicit_chunk_mb``: peak memory grows linearly with length, not quadratically. With autograd the
   logits are materialised whole (chunking would save nothing: every chunk is kept for backward).
+
+``forward(tokens, last=n)`` returns the logits of the last ``n`` positions only. In a causal model no earlier
+row reads the final layer's later rows, so that layer computes attention, MLP and head for those ``n`` query
+rows alone: O(n·T) instead of O(T²) in the last layer. Evaluation that scores only the final tokens uses it
+(a task's answer, the new half of a sliding window); every path gives the rows of the full forward.
 """
 
 from __future__ import annotations
@@ -145,47 +150,53 @@ class Attention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, ctx: PositionContext, pe: PositionalEncoding, plan: LayerPlan) -> Tensor:
+    def forward(self, x: Tensor, ctx: PositionContext, pe: PositionalEncoding, plan: LayerPlan,
+                first: int = 0) -> Tensor:
+        """Attention output of query rows ``first:`` (all rows by default) against every key: (B, T − first, C)."""
         B, T, C = x.shape
         H, D = self.cfg.n_head, self.cfg.head_dim
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
 
         if plan.kind == "explicit":
-            y = self.explicit(q, k, v, ctx, pe, plan.chunk)
+            y = self.explicit(q, k, v, ctx, pe, plan.chunk, first)
         else:
-            q, k = pe.rotate(q, k, ctx, self.layer)
+            q, k = pe.rotate(q, k, ctx, self.layer)  # the rotation reads whole-length tables: rows are cut after
             p = self.cfg.dropout if self.training else 0.0
-            if plan.kind == "causal":
+            if plan.kind == "causal" and first == 0:
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
-            elif len(plan.masks) == 1:
+            elif plan.kind == "causal":  # the last rows see every key up to their own
+                y = F.scaled_dot_product_attention(q[:, :, first:], k, v, attn_mask=ctx.causal_mask()[first:],
+                                                   dropout_p=p)
+            elif len(plan.masks) == 1 and first == 0:
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=plan.masks[0][3], dropout_p=p)
             elif plan.kind == "mask":  # query blocks, each against the keys up to its last row
-                y = torch.cat([F.scaled_dot_product_attention(q[:, :, a:b], k[:, :, :s], v[:, :, :s], attn_mask=m,
-                                                              dropout_p=p) for a, b, s, m in plan.masks], dim=2)
-            else:
-                y = _flex(q, k, v, plan)
+                y = torch.cat([F.scaled_dot_product_attention(q[:, :, max(a, first):b], k[:, :, :s], v[:, :, :s],
+                                                              attn_mask=m[..., max(a, first) - a:, :], dropout_p=p)
+                               for a, b, s, m in plan.masks if b > first], dim=2)
+            else:  # FlexAttention runs whole; its rows are cut here
+                y = _flex(q, k, v, plan)[:, :, first:]
 
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = y.transpose(1, 2).contiguous().view(B, T - first, C)
         return self.proj(y)
 
     def explicit(self, q: Tensor, k: Tensor, v: Tensor, ctx: PositionContext, pe: PositionalEncoding,
-                 chunk: int | None) -> Tensor:
-        """``pe.weights``(``pe.logits``)·v (the softmax over the causal mask by default), whole or in query
-        chunks of ``chunk`` rows: (B, H, T, D)."""
+                 chunk: int | None, first: int = 0) -> Tensor:
+        """``pe.weights``(``pe.logits``)·v (the softmax over the causal mask by default) for query rows
+        ``first:``, whole or in query chunks of ``chunk`` rows: (B, H, T − first, D)."""
         T, S = q.size(-2), k.size(-2)
-        if chunk is None or chunk >= T:
+        if first == 0 and (chunk is None or chunk >= T):
             att = pe.logits(q, k, ctx, self.layer)  # (B, H, T, S)
             w = pe.weights(att, ctx.causal_mask(), ctx, self.layer)
             return self.drop(w.to(v.dtype)) @ v
-        halo, outs = pe.logits_halo, []
-        for start in range(0, T, chunk):
-            stop = min(start + chunk, T)
+        halo, outs, step = pe.logits_halo, [], chunk or T - first
+        for start in range(first, T, step):
+            stop = min(start + step, T)
             k_stop = stop if ctx.causal_order else S  # later keys are masked for every query of the chunk
-            first = max(0, start - halo)  # rows above the chunk that the PE's logits read (DAPE v2)
-            sub = ctx.rows(first, stop, k_stop)
-            att = pe.logits(q[:, :, first:stop], k[:, :, :k_stop], sub, self.layer)[:, :, start - first:]
-            rows = sub if first == start else ctx.rows(start, stop, k_stop)  # the context of these rows
+            top = max(0, start - halo)  # rows above the chunk that the PE's logits read (DAPE v2)
+            sub = ctx.rows(top, stop, k_stop)
+            att = pe.logits(q[:, :, top:stop], k[:, :, :k_stop], sub, self.layer)[:, :, start - top:]
+            rows = sub if top == start else ctx.rows(start, stop, k_stop)  # the context of these rows
             w = pe.weights(att, rows.causal_mask(), rows, self.layer)
             outs.append(self.drop(w.to(v.dtype)) @ v[:, :, :k_stop])
         return torch.cat(outs, dim=2)
@@ -210,8 +221,10 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: Tensor, ctx: PositionContext, pe: PositionalEncoding, plan: LayerPlan) -> Tensor:
-        x = x + self.attn(self.ln1(x), ctx, pe, plan)  # pre-LN residual
+    def forward(self, x: Tensor, ctx: PositionContext, pe: PositionalEncoding, plan: LayerPlan,
+                first: int = 0) -> Tensor:
+        """The block's output for rows ``first:`` (all by default): (B, T − first, C)."""
+        x = x[:, first:] + self.attn(self.ln1(x), ctx, pe, plan, first)  # pre-LN residual
         return x + self.mlp(self.ln2(x))
 
 
@@ -340,15 +353,22 @@ class Transformer(nn.Module):
                 self._block_masks.popitem(last=False)
         return bm
 
-    def forward(self, tokens: Tensor, pos: Tensor | None = None, targets: Tensor | None = None
-                ) -> tuple[Tensor, Tensor | None]:
+    def forward(self, tokens: Tensor, pos: Tensor | None = None, targets: Tensor | None = None, *,
+                last: int | None = None) -> tuple[Tensor, Tensor | None]:
+        """Logits (B, T, V), or (B, ``last``, V) for the last ``last`` positions only (see the module
+        docstring); ``targets`` has the logits' shape without V."""
+        T = tokens.size(1)
+        if last is not None and (isinstance(last, bool) or not isinstance(last, int) or not 1 <= last <= T):
+            raise ValueError(f"Transformer.forward: 'last' must be an int in 1..{T} (the sequence length), "
+                             f"got {last!r}")
         ctx = self.context(tokens, pos)
         plans = self.plan(ctx, tokens.size(0))
         s = self.cfg.token_scale  # tok + PE/s: the PE is added to √d-scaled tokens, then scaled back
         x = self.drop(self.pe.embed(self.wte(tokens) * s, ctx) / s)  # (B, T, C)
-        for block, plan in zip(self.blocks, plans, strict=True):
-            x = block(x, ctx, self.pe, plan)
-        logits = self.head(self.ln_f(x))  # (B, T, V)
+        final = len(self.blocks) - 1
+        for i, (block, plan) in enumerate(zip(self.blocks, plans, strict=True)):
+            x = block(x, ctx, self.pe, plan, T - last if last is not None and i == final else 0)
+        logits = self.head(self.ln_f(x))  # (B, T or last, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))

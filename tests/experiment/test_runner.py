@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 
 from posenc import data as D
+from posenc.experiment import estimate as ES
 from posenc.experiment import evaluate as EV
 from posenc.experiment import runner as R
 from posenc.experiment.presets import resolve_device
 from posenc.experiment.spec import RunSpec
+from posenc.model import Transformer
 from posenc.pe import base as pe_base
 
 # Smaller than the smoke preset: a handful of steps, two evaluation lengths, no tasks unless asked.
@@ -97,3 +101,32 @@ def test_the_notebooks_model_is_the_measured_one(method: str, tmp_path: Path) ->
     again = EV.lm_curves(lambda _length: model, spec.preset, D.load_corpus(), resolve_device("cpu"))
     measured = next(pt for pt in again["lm"] if pt["factor"] == factor)
     assert measured.get("ppl") == pytest.approx(res.value(factor), rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["cope", "pi"])  # a scratch method on the explicit path; an applied one
+def test_the_estimates_workload_lists_the_evaluation_forwards_a_run_makes(method: str, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """:func:`posenc.experiment.estimate.workload` (the gpu dry run's count) names every evaluation forward
+    that ``run_seed`` makes, with its batch, length and the final rows it computes (``last``)."""
+    tiny = {**TINY, "task_seeds": (0,), "eval_factors": (1, 2, 4), "eval_bytes": 128}
+    spec = RunSpec.create(method, "smoke", 0, overrides=tiny, device="cpu")
+    seen: Counter = Counter()
+    forward = Transformer.forward
+
+    def counted(self: Transformer, tokens: torch.Tensor, pos: torch.Tensor | None = None,
+                targets: torch.Tensor | None = None, *, last: int | None = None) -> tuple:
+        if not torch.is_grad_enabled():
+            seen[(tokens.size(0), tokens.size(1), last)] += 1
+        return forward(self, tokens, pos, targets, last=last)
+
+    monkeypatch.setattr(Transformer, "forward", counted)
+    if spec.applies_to:  # the base is trained by its own unit first (its forwards are not this unit's)
+        R.run_seed(RunSpec.create(spec.applies_to, spec.preset, 0, device="cpu"), results_dir=tmp_path)
+        seen.clear()
+    R.run_seed(spec, results_dir=tmp_path)
+    expected: Counter = Counter()
+    for w in ES.workload(spec):
+        if not w.train:
+            expected[(w.batch, w.length, w.last)] += w.calls
+    assert seen == expected
+    assert any(last for _, _, last in expected)  # sliding windows and task answers score their final rows only

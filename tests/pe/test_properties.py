@@ -150,6 +150,27 @@ def test_attention_paths_agree(pe_id: str) -> None:
             torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4, msg=lambda m, path=path: f"{path}: {m}")
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+@pytest.mark.parametrize("pe_id", IDS)
+def test_last_rows_are_the_full_forwards_last_rows(pe_id: str) -> None:
+    """``forward(last=n)`` (the final layer computes only its last n query rows) gives the last n rows of
+    the full forward on every path, whole and chunked, including a final row block cut mid-chunk."""
+    B, T = 2, 40
+    tokens = tokens_for(B, T)
+    row = B * HEADS * T * 4 / 2**20
+    with torch.no_grad():
+        for attn, mb in (("auto", 64.0), ("sdpa", 64.0), ("flex", 64.0), ("explicit", 1e6), ("explicit", 7 * row)):
+            m = model_for(pe_id, attn, chunk_mb=mb)
+            torch.manual_seed(3)  # PEs that sample positions at evaluation draw the same ones in both forwards
+            full, _ = m(tokens)
+            for n in (1, 5, T):
+                torch.manual_seed(3)
+                part, _ = m(tokens, last=n)
+                path = f"attn={attn}, explicit_chunk_mb={mb:.3g}, last={n}"
+                torch.testing.assert_close(part, full[:, T - n:], rtol=1e-4, atol=1e-4,
+                                           msg=lambda msg, path=path: f"{path}: {msg}")
+
+
 @pytest.mark.parametrize("pe_id", IDS)
 def test_training_positions_sorted_unique_in_range(pe_id: str) -> None:
     pe = make(pe_id)

@@ -53,6 +53,7 @@ from posenc.experiment.runner import _is_sampler, is_base_model, tasks_for
 from posenc.experiment.spec import RunSpec
 from posenc.model import ModelConfig
 from posenc.pe.base import PositionalEncoding
+from posenc.tasks import IGNORE, get_task
 
 __all__ = ["Work", "Cost", "Measured", "DeviceModel", "workload", "measure", "UnitCost", "unit_costs", "simulate",
            "Estimate", "estimate"]
@@ -63,7 +64,8 @@ __all__ = ["Work", "Cost", "Measured", "DeviceModel", "workload", "measure", "Un
 class Work:
     """``calls`` training steps (``train``) or evaluation forwards of ``spec``'s PE on ``arch``, at
     (``batch``, ``length``). ``stage`` names where it happens (``lm``, ``lm-ft``, ``task``, ``task-ft``,
-    ``eval``, ``task-eval``)."""
+    ``eval``, ``task-eval``). An evaluation forward that scores only its final tokens computes the final
+    layer for its ``last`` rows alone (``Transformer.forward(last=…)``); None: all rows."""
 
     stage: str
     arch: Arch
@@ -71,6 +73,7 @@ class Work:
     length: int
     calls: int
     train: bool
+    last: int | None = None
 
 
 def _batches(n: int, batch: int) -> list[tuple[int, int]]:
@@ -86,17 +89,28 @@ def _lm_eval(p: Preset, arch: Arch) -> list[Work]:
         length = factor * p.train_len
         batch = max(1, p.eval_batch_tokens // length)
         stride = max(1, length // 2)
-        for n in (p.eval_bytes // length, p.eval_bytes // stride):  # non-overlapping, then sliding windows
-            out += [Work("eval", arch, b, length, c, False) for b, c in _batches(n, batch)]
+        # Non-overlapping windows score every target; sliding ones only their last ``stride``.
+        for n, last in ((p.eval_bytes // length, None), (p.eval_bytes // stride, stride if stride < length else None)):
+            out += [Work("eval", arch, b, length, c, False, last) for b, c in _batches(n, batch)]
     return out
 
 
-def _task_eval(p: Preset) -> list[Work]:
+def _answer_width(task: str, length: int, n: int) -> int:
+    """How many final tokens carry the answer in ``task``'s evaluation set at ``length`` (as task_curve finds)."""
+    _, y = get_task(task).eval_set(length, n)
+    return int(length - (y != IGNORE).any(axis=0).nonzero()[0].min())
+
+
+def _task_eval(p: Preset, task: str) -> list[Work]:
     """The forwards of :func:`posenc.experiment.evaluate.task_curve` for one task and variant."""
     arch = p.arch(task=True)
-    return [Work("task-eval", arch, b, f * p.train_len, c, False)
-            for f in p.eval_factors
-            for b, c in _batches(p.task_examples, max(1, p.eval_batch_tokens // (f * p.train_len)))]
+    out = []
+    for f in p.eval_factors:
+        length = f * p.train_len
+        last = _answer_width(task, length, p.task_examples)
+        out += [Work("task-eval", arch, b, length, c, False, last)
+                for b, c in _batches(p.task_examples, max(1, p.eval_batch_tokens // length))]
+    return out
 
 
 def _ft_factor(spec: RunSpec) -> int:
@@ -127,7 +141,8 @@ def workload(spec: RunSpec) -> list[Work]:
             out += [Work("task", task_arch, p.task_batch, p.train_len, p.task_steps, True)]
             out += [task_ft] if control else []
     out += _lm_eval(p, lm) * variants
-    out += _task_eval(p) * (variants * len(tasks))
+    for task in tasks:
+        out += _task_eval(p, task) * variants
     return [w for w in out if w.calls > 0]
 
 
@@ -183,11 +198,11 @@ def _call(spec: RunSpec, work: Work, batch: int, chunk_mb: float | None) -> Cost
     if chunk_mb is not None:
         model.cfg = dataclasses.replace(model.cfg, explicit_chunk_mb=chunk_mb)
     x = torch.randint(0, 256, (batch, work.length))
-    y = torch.randint(0, 256, (batch, work.length))
+    y = torch.randint(0, 256, (batch, work.last or work.length))
     model.train(work.train)
     flops, counter = FlopCounterMode(display=False), _Counter()
     with torch.set_grad_enabled(work.train), flops, counter:
-        logits, _ = model(x)
+        logits, _ = model(x, last=work.last)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
         if work.train:
             loss.backward()
@@ -320,7 +335,7 @@ def unit_costs(specs: Iterable[RunSpec], seeds: Sequence[int], model: DeviceMode
             dev = 0.0
             for w in works:
                 # One count per shape: evaluation batches of one length differ only in FLOPs and bytes.
-                key = (w.arch, w.length, w.train, w.batch if w.train else _chunks(spec, w))
+                key = (w.arch, w.length, w.last, w.train, w.batch if w.train else _chunks(spec, w))
                 if key not in cache:
                     cache[key] = measure(spec, w)
                 c = cache[key].at(w.batch) + step if w.train else cache[key].at(w.batch)

@@ -41,13 +41,14 @@ ModelFor = Callable[[int], Transformer]
 LENGTH_ERRORS = (ValueError, IndexError, RuntimeError)
 
 
-def _nll(model: Transformer, x: Tensor, y: Tensor, device: torch.device) -> Tensor:
-    """Per-token negative log-likelihood (B, T) in float32, under the device's autocast."""
+def _nll(model: Transformer, x: Tensor, y: Tensor, device: torch.device, last: int | None = None) -> Tensor:
+    """Per-token negative log-likelihood (B, T) in float32, under the device's autocast; of the last ``last``
+    targets only (B, last) when given (the model then computes only those rows in its final layer)."""
     prec = precision_for(device)
     with torch.no_grad(), torch.autocast(device.type, dtype=prec.dtype or torch.float32,
                                          enabled=prec.dtype is not None):
-        logits, _ = model(x)
-    return F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")
+        logits, _ = model(x, last=last)
+    return F.cross_entropy(logits.float().transpose(1, 2), y if last is None else y[:, -last:], reduction="none")
 
 
 def position_bins(max_len: int, bins: int) -> list[tuple[int, int]]:
@@ -72,8 +73,8 @@ def _score(model: Transformer, stream: Tensor, starts: list[int], length: int, k
     pos_sum = torch.zeros(length, dtype=torch.float64, device=device) if per_position else None
     for i in range(0, len(starts), batch):
         x, y = _windows(stream, starts[i:i + batch], length)
-        nll = _nll(model, x, y, device)
-        total += nll[:, length - keep:].double().sum()
+        nll = _nll(model, x, y, device, None if per_position or keep == length else keep)
+        total += nll[:, nll.size(1) - keep:].double().sum()
         if pos_sum is not None:
             pos_sum += nll.double().sum(0)
     return float(total.item()), len(starts) * keep, pos_sum
@@ -144,13 +145,16 @@ def task_curve(model_for: ModelFor, task: T.Task, p: Preset, device: torch.devic
             x = torch.from_numpy(x_np).to(device)
             y = torch.from_numpy(y_np).to(device)
             batch = max(1, p.eval_batch_tokens // length)
+            # The answer is the last targets (tasks.py); the model computes only those rows in its final layer.
+            scored = (y != T.IGNORE).any(dim=0).nonzero()
+            answer = int(length - scored.min()) if len(scored) else 1
             correct = torch.zeros((), dtype=torch.long, device=device)
             prec = precision_for(device)
             for i in range(0, len(x), batch):
                 with torch.no_grad(), torch.autocast(device.type, dtype=prec.dtype or torch.float32,
                                                      enabled=prec.dtype is not None):
-                    logits, _ = model(x[i:i + batch])
-                yy = y[i:i + batch]
+                    logits, _ = model(x[i:i + batch], last=answer)
+                yy = y[i:i + batch, length - answer:]
                 hit = (logits.argmax(-1) == yy) | (yy == T.IGNORE)
                 correct += hit.all(dim=1).sum()
             k, n = int(correct.item()), int(len(x))
