@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["IGNORE", "EVAL_SEED", "Task", "TASKS", "get_task", "needle_examples", "latest_examples",
-           "addition_examples", "general_tasks"]
+           "addition_examples", "general_tasks", "answer_width"]
 
 #: Target value ignored by ``torch.nn.functional.cross_entropy`` (its default ``ignore_index``).
 IGNORE = -100
@@ -49,6 +49,13 @@ _ZERO = ord("0")
 def _frame(n: int, length: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` rows of ``length + 1`` filler tokens (one more: inputs are seq[:-1], targets seq[1:])."""
     return _FILLER[rng.integers(0, _FILLER.size, size=(n, length + 1))].astype(np.int64)
+
+
+def answer_width(y: np.ndarray) -> int:
+    """How many final positions of the targets ``y`` (n, length) carry an answer: every task puts its answer
+    last, so evaluation computes only those rows in the model's final layer (1 when nothing is scored)."""
+    scored = (y != IGNORE).any(axis=0).nonzero()[0]
+    return int(y.shape[1] - scored.min()) if len(scored) else 1
 
 
 def _finish(seq: np.ndarray, answers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -53,7 +53,7 @@ from posenc.experiment.runner import _is_sampler, is_base_model, tasks_for
 from posenc.experiment.spec import RunSpec
 from posenc.model import ModelConfig
 from posenc.pe.base import PositionalEncoding
-from posenc.tasks import IGNORE, get_task
+from posenc.tasks import answer_width, get_task
 
 __all__ = ["Work", "Cost", "Measured", "DeviceModel", "workload", "measure", "UnitCost", "unit_costs", "simulate",
            "Estimate", "estimate"]
@@ -95,19 +95,13 @@ def _lm_eval(p: Preset, arch: Arch) -> list[Work]:
     return out
 
 
-def _answer_width(task: str, length: int, n: int) -> int:
-    """How many final tokens carry the answer in ``task``'s evaluation set at ``length`` (as task_curve finds)."""
-    _, y = get_task(task).eval_set(length, n)
-    return int(length - (y != IGNORE).any(axis=0).nonzero()[0].min())
-
-
 def _task_eval(p: Preset, task: str) -> list[Work]:
     """The forwards of :func:`posenc.experiment.evaluate.task_curve` for one task and variant."""
     arch = p.arch(task=True)
     out = []
     for f in p.eval_factors:
         length = f * p.train_len
-        last = _answer_width(task, length, p.task_examples)
+        last = answer_width(get_task(task).eval_set(length, p.task_examples)[1])  # as task_curve finds it
         out += [Work("task-eval", arch, b, length, c, False, last)
                 for b, c in _batches(p.task_examples, max(1, p.eval_batch_tokens // length))]
     return out

@@ -145,9 +145,7 @@ def task_curve(model_for: ModelFor, task: T.Task, p: Preset, device: torch.devic
             x = torch.from_numpy(x_np).to(device)
             y = torch.from_numpy(y_np).to(device)
             batch = max(1, p.eval_batch_tokens // length)
-            # The answer is the last targets (tasks.py); the model computes only those rows in its final layer.
-            scored = (y != T.IGNORE).any(dim=0).nonzero()
-            answer = int(length - scored.min()) if len(scored) else 1
+            answer = T.answer_width(y_np)  # the model computes only these final rows in its last layer
             correct = torch.zeros((), dtype=torch.long, device=device)
             prec = precision_for(device)
             for i in range(0, len(x), batch):
