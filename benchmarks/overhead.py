@@ -11,8 +11,11 @@ every length processes 4096 tokens per step). Entries:
   with its own RoPE (on all 32 dims of a head, as posenc) / ALiBi / T5 bias / CoPE, with and without its flash
   path (``attn_flash=True``; CoPE and the T5 bias have none).
 
-Runs are interleaved (every round runs each entry once, in a rotated order) and the median of ``--repeats``
-rounds is reported, after two warm-up steps. Subnormal floats are flushed to zero, as in the experiments.
+Runs are interleaved (every round runs each entry once, in a rotated order), after two warm-up steps. Each
+round gives one ratio per entry, its step time over the limit's step time in the same round, so that a slow
+spell of the machine, which lasts longer than a round, slows both sides of a ratio alike. The table reports the
+median of those ``--repeats`` paired ratios with their quartiles, and the tokens/s of the median step.
+Subnormal floats are flushed to zero, as in the experiments.
 Transparent huge pages for PyTorch's CPU allocator (``THP_MEM_ALLOC_ENABLE=1``, read when torch starts) cut
 page faults on large tensors; the table records whether it was set::
 
@@ -132,11 +135,11 @@ def entries(length: int, posenc_ids: list[str], with_xt: bool) -> dict[str, tupl
     return out
 
 
-Timing = tuple[float, float, int, str]  # median and fastest seconds per step, parameter count, posenc path
+Timing = tuple[list[float], int, str]  # seconds of each round's step, parameter count, posenc path
 
 
 def measure(length: int, posenc_ids: list[str], with_xt: bool, repeats: int) -> dict[str, Timing]:
-    """Median and fastest seconds per step, parameter count and path of every entry at ``length``."""
+    """Each round's seconds per step, parameter count and path of every entry at ``length``."""
     models = entries(length, posenc_ids, with_xt)
     steps = {name: train_step(m, length) for name, (m, _) in models.items()}
     for step in steps.values():  # two warm-up steps each
@@ -150,8 +153,19 @@ def measure(length: int, posenc_ids: list[str], with_xt: bool, repeats: int) -> 
             steps[name]()
             times[name].append(time.perf_counter() - t0)
         print(f"  {length} tokens: round {r + 1}/{repeats}", flush=True)
-    return {name: (statistics.median(times[name]), min(times[name]),
-                   sum(p.numel() for p in models[name][0].parameters()), models[name][1]) for name in names}
+    return {name: (times[name], sum(p.numel() for p in models[name][0].parameters()), models[name][1])
+            for name in names}
+
+
+def paired_ratios(entry: list[float], limit: list[float]) -> tuple[float, float, float]:
+    """Median and quartiles of the per-round ratios entry / limit (rounds paired by index)."""
+    if len(entry) != len(limit) or not entry:
+        raise ValueError(f"paired_ratios: need equally many rounds, got {len(entry)} and {len(limit)}")
+    r = [a / b for a, b in zip(entry, limit, strict=True)]
+    if len(r) < 4:
+        return statistics.median(r), min(r), max(r)
+    q1, _, q3 = statistics.quantiles(r, n=4)
+    return statistics.median(r), q1, q3
 
 
 def table(results: dict[int, dict[str, Timing]], repeats: int, command: str, load: str) -> str:
@@ -161,21 +175,20 @@ def table(results: dict[int, dict[str, Timing]], repeats: int, command: str, loa
     head = (f"Command: `{command}`\n\n"
             f"Training step (forward + backward + AdamW), {N_LAYER} layers, d={D_MODEL}, {N_HEAD} heads of "
             f"{D_MODEL // N_HEAD}, {TOKENS_PER_STEP} tokens per step (batch = {TOKENS_PER_STEP} // length), "
-            f"median of {repeats} interleaved rounds; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"{repeats} interleaved rounds; torch {torch.__version__}, {torch.get_num_threads()} threads, "
             f"{platform.processor() or platform.machine()}, subnormals flushed, "
             f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}; load average {load}. "
-            "Cells: tokens/s of the median step · its time relative to the limit's median step (lower is "
-            "better) · in brackets the same ratio for the fastest steps, which other processes on the machine "
-            "disturb least.\n\n")
+            "Cells: tokens/s of the median step · the median over rounds of the step's time relative to the "
+            "limit's step in the same round (lower is better) · in brackets the quartiles of those ratios.\n\n")
     cols = " | ".join(f"{T} tokens" for T in lengths)
     lines = [f"| model | params | path | {cols} |", "|---|---|---|" + "---|" * len(lengths)]
     for name in names:
         cells = []
         for T in lengths:
-            med, fast = results[T][name][0], results[T][name][1]
-            ratio, fast_ratio = med / results[T][limit][0], fast / results[T][limit][1]
-            cells.append(f"{TOKENS_PER_STEP / med:,.0f} · {ratio:.2f}× ({fast_ratio:.2f}×)")
-        params, path = results[lengths[0]][name][2], results[lengths[0]][name][3]
+            times = results[T][name][0]
+            ratio, q1, q3 = paired_ratios(times, results[T][limit][0])
+            cells.append(f"{TOKENS_PER_STEP / statistics.median(times):,.0f} · {ratio:.2f}× [{q1:.2f}–{q3:.2f}]")
+        params, path = results[lengths[0]][name][1], results[lengths[0]][name][2]
         lines.append(f"| {name} | {params / 1e3:.0f}k | {path} | " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
 
@@ -200,7 +213,7 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     results = {T: measure(T, ids, with_xt, args.repeats) for T in args.lengths}
     load = f"{load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (1-minute, {os.cpu_count()} CPUs)"
-    command = "THP_MEM_ALLOC_ENABLE=1 " if os.environ.get("THP_MEM_ALLOC_ENABLE") else ""
+    command = "".join(f"{k}={os.environ[k]} " for k in ("OMP_NUM_THREADS", "THP_MEM_ALLOC_ENABLE") if k in os.environ)
     command += ".venv/bin/python benchmarks/overhead.py " + " ".join(
         [f"--lengths {' '.join(map(str, args.lengths))}", f"--repeats {args.repeats}"]
         + ([f"--posenc-only {' '.join(args.posenc_only)}"] if args.posenc_only is not None else []))

@@ -7,7 +7,8 @@ Runs the units (one ``run_seed`` per method and seed) as concurrent worker proce
 models first, then each notebook as soon as the runs it reads are stored, writing the executed notebooks
 (``book/runs/<preset>/``), the results (``results/<preset>/``) and the completion markers exactly as
 ``posenc run --all`` does (:mod:`posenc.experiment.session`). The dry run measures each method's work on
-this CPU and turns it into device time with the model of :mod:`posenc.experiment.estimate`, which it prints.
+this CPU and turns it into device time with the two models of :mod:`posenc.experiment.estimate` (an
+estimate and a conservative bound), which it prints.
 Exit status: 0 all complete, 1 something failed, 2 bad arguments, 3 work left at the deadline.
 """
 
@@ -55,17 +56,22 @@ def dry_run(plan: S.Plan, args: argparse.Namespace) -> int:
     print("order:", " ".join(s.name for s in specs))
     notebooks = [tuple(sorted({n.rsplit("-seed", 1)[0] for n in S.notebook_needs(j, args.compile)}))
                  for j in plan.jobs]
-    model = ES.DeviceModel()
     print("measuring each method's work on this CPU (shapes only where the PE allows it) ...", flush=True)
-    est = ES.estimate(specs, seeds, notebooks, model, progress=lambda m: print("  " + m, flush=True))
-    print(f"\nmodel: {model.describe()}")
-    print(f"total: {est.host_s:.0f} s of host work (spread over the workers), {est.device_s:.0f} s of device "
-          "work (serialised on the GPU)")
-    for k, secs in sorted(est.by_workers.items()):
-        print(f"  {k:2d} workers, {max(1, model.cores - k - 1):2d} notebook slots: {secs / 60:5.1f} min")
-    k, secs = est.best
+    cache: dict = {}  # one set of counts, two device models
+    est = ES.estimate(specs, seeds, notebooks, ES.NOMINAL, progress=lambda m: print("  " + m, flush=True),
+                      cache=cache)
+    bound = ES.estimate(specs, seeds, notebooks, ES.CONSERVATIVE, cache=cache)
+    for e in (est, bound):
+        print(f"\nmodel: {e.model.describe()}")
+        print(f"total: {e.host_s:.0f} s of host work (spread over the workers), {e.device_s:.0f} s of device "
+              "work (serialised on the GPU); device work by stage: "
+              + ", ".join(f"{k} {v:.0f} s" for k, v in sorted(e.by_stage().items(), key=lambda kv: -kv[1])))
+        for k, secs in sorted(e.by_workers.items()):
+            print(f"  {k:2d} workers, {max(1, e.model.cores - k - 1):2d} notebook slots: {secs / 60:5.1f} min")
+    (k, secs), (kb, secs_b) = est.best, bound.best
+    print(f"\nbound: {secs_b / 60:.1f} min with --workers {kb} under the conservative model")
     print(f"estimate: {secs / 60:.1f} min of device time with --workers {k} --notebooks "
-          f"{max(1, model.cores - k - 1)} (machine start-up not included); nothing was written")
+          f"{max(1, est.model.cores - k - 1)} (machine start-up not included); nothing was written")
     return 0
 
 

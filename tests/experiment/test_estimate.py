@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from posenc import paths
 from posenc.experiment import estimate as ES
+from posenc.experiment.spec import RunSpec
 
 ROOT = paths.find_root()
 #: No fixed costs, so that the schedule's arithmetic is all that is measured.
@@ -52,6 +54,45 @@ def test_a_unit_waiting_for_an_unplanned_one_is_an_error() -> None:
         ES.simulate([_unit("yarn", 4, 0, after=(("rope", 0),))], 2, BARE)
 
 
+@pytest.mark.parametrize("cost", [ES.Cost(ops=1000, kernels=800), ES.Cost(flops=1e12), ES.Cost(bytes=1e10),
+                                  ES.Cost(ops=10, kernels=7, flops=3e9, bytes=2e8)])
+def test_the_bound_is_never_below_the_estimate(cost: ES.Cost) -> None:
+    """The conservative model is a bound on the estimate for every kind of work, host and device."""
+    assert ES.CONSERVATIVE.device_s(cost) >= ES.NOMINAL.device_s(cost) > 0
+    assert ES.CONSERVATIVE.host_s(cost) >= ES.NOMINAL.host_s(cost)
+    assert ES.CONSERVATIVE.sharing >= ES.NOMINAL.sharing
+
+
+def test_reshapes_and_bare_allocations_are_operators_but_not_kernels() -> None:
+    x = torch.randn(4, 6)
+    counter = ES._Counter()
+    with counter:
+        torch.ops.aten._unsafe_view(x, [6, 4])  # what autograd's reshapes dispatch: no data moves
+        torch.empty(3, 3)
+        x.view(24)
+        x * 2  # one kernel, reading and writing 24 floats
+    assert (counter.ops, counter.kernels, counter.bytes) == (4, 1, 2 * 24 * 4)
+
+
+def test_the_estimate_reports_device_time_by_stage() -> None:
+    units = [ES.UnitCost("a", 0, 1.0, 3.0, stages=(("lm", 2.0), ("eval", 1.0))),
+             ES.UnitCost("b", 0, 1.0, 1.5, stages=(("lm", 1.5),))]
+    est = ES.Estimate(units, {2: 4.5}, ES.NOMINAL)
+    assert est.by_stage() == {"lm": 3.5, "eval": 1.0}
+    assert est.device_s == pytest.approx(sum(est.by_stage().values()))
+
+
+def test_an_evaluation_the_model_cannot_run_costs_nothing_as_in_the_run() -> None:
+    """A learned table has no vectors past its length: the run records an error there, and the dry run counts
+    no work (it once stopped the whole dry run instead)."""
+    spec = RunSpec.create("learned", "smoke")
+    p = spec.preset
+    inside = ES.Work("eval", p.arch(), 1, p.train_len, 1, False)
+    past = ES.Work("eval", p.arch(), 1, 4 * p.train_len, 1, False)
+    assert ES.measure(spec, inside).at(1).kernels > 0
+    assert ES.measure(spec, past).at(1) == ES.Cost()
+
+
 def _tree(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")} if folder.exists() else {}
 
@@ -75,5 +116,8 @@ def test_dry_run_at_the_smoke_preset_prints_an_estimate_and_writes_nothing(tmp_p
     m = re.search(r"^estimate: (\d+\.\d) min of device time with --workers (\d+) --notebooks (\d+) .*nothing was "
                   r"written$", out, re.M)
     assert m and float(m.group(1)) > 0, out
+    bound = re.search(r"^bound: (\d+\.\d) min with --workers \d+ under the conservative model$", out, re.M)
+    assert bound and float(bound.group(1)) >= float(m.group(1)), out
+    assert out.count("device work by stage: ") == 2 and "lm " in out and "task-eval " in out, out
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no results, notebooks or cache
     assert [_tree(f) for f in watched] == before

@@ -3,21 +3,26 @@
 Nothing here needs a GPU. The work of one (method, seed) — what :func:`posenc.experiment.runner.run_seed`
 trains and evaluates, listed by :func:`workload` — is measured once per method on the CPU: one training step
 (forward, loss, backward) at batch 1 and 2, and one evaluation forward at batch 1 of every shape, run under a
-dispatch mode that counts aten operators, the kernels among them (views excluded), their FLOPs
-(``torch.utils.flop_counter``) and the bytes each kernel reads and writes. FLOPs and bytes at the real batch
-follow by linearity; operator counts do not depend on the batch (explicit-path evaluation is measured with
-its chunk cap divided by the batch, so it is cut into the same chunks as at the real batch).
+dispatch mode that counts aten operators, the kernels among them (views, reshapes and bare allocations
+excluded), their FLOPs (``torch.utils.flop_counter``) and the bytes each kernel reads and writes. FLOPs and
+bytes at the real batch follow by linearity; operator counts do not depend on the batch (explicit-path
+evaluation is measured with its chunk cap divided by the batch, so it is cut into the same chunks as at the
+real batch).
 
-A stated device model turns the counts into time (:class:`DeviceModel`, defaults for one H100, chosen to be
-conservative for small, latency-bound models):
+A stated device model turns the counts into time (:class:`DeviceModel`). Two are used, both for one H100:
+the **estimate** (:data:`NOMINAL`), a best guess from what was measured on an H100 of the kind this project
+is lent (798 TFLOP/s on 8192³ bf16 products, 3.0 TB/s copy bandwidth), and a **bound**
+(:data:`CONSERVATIVE`), which halves every rate again. Neither has been checked against a sweep on a GPU;
+until one has, the truth is expected between them.
 
 * **host**: every dispatched operator costs ``host_us`` of CPU time in its process (eager PyTorch's Python,
-  dispatcher and launch overhead is typically 5–10 µs per operator on a server CPU; 20 µs is assumed);
-* **device**: every kernel costs ``kernel_us`` (a launch-bound small kernel on an H100 takes 2–5 µs),
-  plus its FLOPs at ``tflops`` and its bytes at ``tbps``, summed rather than overlapped. The defaults,
-  100 TFLOP/s and 1.5 TB/s, are 1/8 of the bf16 rate measured on an H100 of the kind this project is
-  lent (798 TFLOP/s on 8192³ products) and half of its copy bandwidth (3.0 TB/s); bytes are counted in
-  float32 although the GPU runs bf16 autocast, a further reserve of up to 2×;
+  dispatcher and launch overhead is typically 5–10 µs per operator on a server CPU; 12 µs is the estimate's
+  figure, 20 µs the bound's);
+* **device**: every kernel costs ``kernel_us`` (a launch-bound small kernel on an H100 takes 2–5 µs: 3 µs
+  and 5 µs), plus its FLOPs at ``tflops`` and its bytes at ``tbps``, summed rather than overlapped. The
+  estimate takes 200 TFLOP/s (a quarter of the measured bf16 rate: the products of a small model are far from
+  the peak) and the measured 3.0 TB/s; the bound takes 100 TFLOP/s and 1.5 TB/s. Both count bytes in float32
+  although the GPU runs bf16 autocast, a reserve of up to 2× on the tensors autocast narrows;
 * **the optimiser** runs as CUDA's fused AdamW plus foreach gradient clipping, which the CPU cannot show:
   ``opt_kernels`` kernels and ``opt_ops`` operators per step are assumed;
 * **sharing**: the workers are separate processes on one GPU without MPS, so their kernels time-slice and
@@ -48,6 +53,7 @@ from torch._subclasses.fake_tensor import (
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from posenc.experiment.evaluate import LENGTH_ERRORS
 from posenc.experiment.presets import Arch, Preset
 from posenc.experiment.runner import _is_sampler, is_base_model, tasks_for
 from posenc.experiment.spec import RunSpec
@@ -55,8 +61,8 @@ from posenc.model import ModelConfig
 from posenc.pe.base import PositionalEncoding
 from posenc.tasks import answer_width, get_task
 
-__all__ = ["Work", "Cost", "Measured", "DeviceModel", "workload", "measure", "UnitCost", "unit_costs", "simulate",
-           "Estimate", "estimate"]
+__all__ = ["Work", "Cost", "Measured", "DeviceModel", "NOMINAL", "CONSERVATIVE", "workload", "measure", "UnitCost",
+           "unit_costs", "simulate", "Estimate", "estimate"]
 
 
 # =========================================================================== the work of one unit
@@ -168,7 +174,11 @@ def _nbytes(obj: Any) -> int:
 class _Counter(TorchDispatchMode):
     """Counts aten operators, the kernels among them and the bytes those read and write."""
 
-    _FREE = {torch.ops.aten.detach.default, torch.ops.aten.lift_fresh.default}
+    #: Operators that launch no kernel on a GPU: aliases and reshapes of the same storage (``_unsafe_view`` is
+    #: the reshape autograd emits; it is not flagged as a view), and allocations without a fill.
+    _FREE = {torch.ops.aten.detach.default, torch.ops.aten.lift_fresh.default, torch.ops.aten._unsafe_view.default,
+             torch.ops.aten.empty.memory_format, torch.ops.aten.empty_strided.default,
+             torch.ops.aten.empty_like.default}
 
     def __init__(self) -> None:
         super().__init__()
@@ -241,12 +251,21 @@ def measure(spec: RunSpec, work: Work) -> Measured:
     Training steps are counted at batch 1 and 2. Evaluation forwards are counted at batch 1; an explicit-path
     forward cut into n > 4 query chunks per layer is counted with 2 and with 4 chunks (quick) and its
     operators extrapolated linearly to n, with the FLOPs and bytes of the 4-chunk count (which exceed those
-    of n chunks: a chunk also computes the masked keys up to its last row).
+    of n chunks: a chunk also computes the masked keys up to its last row). An evaluation at a length the
+    model cannot handle (positions past a learned table) costs nothing: the run records it as an error.
     """
-    if work.train:
-        one, two = _counted(spec, work, 1, None), _counted(spec, work, 2, None)
-        per_row = Cost(0, 0, two.flops - one.flops, two.bytes - one.bytes)
-        return Measured(Cost(one.ops, one.kernels, one.flops - per_row.flops, one.bytes - per_row.bytes), per_row)
+    if not work.train:
+        try:
+            return _measure_eval(spec, work)
+        except LENGTH_ERRORS:  # as in the run, the length is recorded as an error and nothing is computed
+            return Measured(Cost(), Cost())
+    one, two = _counted(spec, work, 1, None), _counted(spec, work, 2, None)
+    per_row = Cost(0, 0, two.flops - one.flops, two.bytes - one.bytes)
+    return Measured(Cost(one.ops, one.kernels, one.flops - per_row.flops, one.bytes - per_row.bytes), per_row)
+
+
+def _measure_eval(spec: RunSpec, work: Work) -> Measured:
+    """:func:`measure` of an evaluation forward."""
     n = _chunks(spec, work)
     if n <= 4:  # the cap divided by the batch: the same chunks at batch 1 as at the real batch
         one = _counted(spec, work, 1, ModelConfig.explicit_chunk_mb / work.batch)
@@ -292,6 +311,12 @@ class DeviceModel:
                 f"per notebook, {self.flex_compile_s:g} s per FlexAttention shape; {self.cores} CPU cores")
 
 
+#: The estimate: a best guess for one H100 (see the module docstring).
+NOMINAL = DeviceModel(name="one H100, estimate", host_us=12.0, kernel_us=3.0, tflops=200.0, tbps=3.0)
+#: The bound: every rate halved again (the dry run's figures before the estimate existed).
+CONSERVATIVE = DeviceModel(name="one H100, conservative bound")
+
+
 @dataclass(frozen=True)
 class UnitCost:
     """One (method, seed): its host and device seconds and what it waits for."""
@@ -301,6 +326,8 @@ class UnitCost:
     host_s: float
     device_s: float
     after: tuple[tuple[str, int], ...] = ()
+    #: Device seconds by stage of :class:`Work` (``lm``, ``task-eval``, ...), sharing included.
+    stages: tuple[tuple[str, float], ...] = ()
 
     @property
     def alone_s(self) -> float:
@@ -317,26 +344,28 @@ def _flex_shapes(spec: RunSpec, works: Sequence[Work]) -> int:
 
 
 def unit_costs(specs: Iterable[RunSpec], seeds: Sequence[int], model: DeviceModel,
-               progress: Callable[[str], None] | None = None) -> list[UnitCost]:
-    """Every (method, seed) unit's cost; each shape is measured once per method."""
+               progress: Callable[[str], None] | None = None,
+               cache: dict[tuple[Any, ...], Measured] | None = None) -> list[UnitCost]:
+    """Every (method, seed) unit's cost; each shape is measured once per method (and once in all when the
+    same ``cache`` is passed to several calls, e.g. for several device models)."""
     out: list[UnitCost] = []
     step = Cost(model.opt_ops, model.opt_kernels)  # the optimiser, per training step
+    cache = {} if cache is None else cache
     for spec in specs:
-        cache: dict[tuple[Any, ...], Measured] = {}
         for s in seeds:
             works = workload(spec.with_seed(s))  # task work runs on the task seeds only
             host = model.unit_s + _flex_shapes(spec, works) * model.flex_compile_s
-            dev = 0.0
+            stages: dict[str, float] = {}
             for w in works:
                 # One count per shape: evaluation batches of one length differ only in FLOPs and bytes.
-                key = (w.arch, w.length, w.last, w.train, w.batch if w.train else _chunks(spec, w))
+                key = (spec.key, w.arch, w.length, w.last, w.train, w.batch if w.train else _chunks(spec, w))
                 if key not in cache:
                     cache[key] = measure(spec, w)
                 c = cache[key].at(w.batch) + step if w.train else cache[key].at(w.batch)
                 host += model.host_s(c) * w.calls
-                dev += model.device_s(c) * w.calls
+                stages[w.stage] = stages.get(w.stage, 0.0) + model.device_s(c) * w.calls * model.sharing
             after = ((spec.applies_to, s),) if spec.applies_to else ()
-            out.append(UnitCost(spec.method, s, host, dev * model.sharing, after))
+            out.append(UnitCost(spec.method, s, host, sum(stages.values()), after, tuple(stages.items())))
         if progress is not None:
             u = out[-len(seeds):]
             progress(f"{spec.method}: " + ", ".join(f"seed {x.seed} {x.host_s:.0f} s host / {x.device_s:.0f} s "
@@ -421,14 +450,24 @@ class Estimate:
     def device_s(self) -> float:
         return sum(u.device_s for u in self.units)
 
+    def by_stage(self) -> dict[str, float]:
+        """Device seconds summed over the units, by stage of :class:`Work`."""
+        out: dict[str, float] = {}
+        for u in self.units:
+            for stage, secs in u.stages:
+                out[stage] = out.get(stage, 0.0) + secs
+        return out
+
 
 def estimate(specs: Sequence[RunSpec], seeds: Sequence[int], notebooks: Sequence[tuple[str, ...]],
              model: DeviceModel | None = None, workers: Iterable[int] = (2, 4, 6, 8, 10, 12),
-             progress: Callable[[str], None] | None = None) -> Estimate:
+             progress: Callable[[str], None] | None = None,
+             cache: dict[tuple[Any, ...], Measured] | None = None) -> Estimate:
     """Measure every method's unit and simulate the sweep for each worker count (notebook slots: the cores
-    the workers leave, less one for the scheduler)."""
-    model = model or DeviceModel()
-    units = unit_costs(specs, seeds, model, progress)
+    the workers leave, less one for the scheduler). Pass the same ``cache`` to estimate under several device
+    models from one set of counts."""
+    model = model or NOMINAL
+    units = unit_costs(specs, seeds, model, progress, cache)
     bases = {s.applies_to for s in specs} - {None}
     order = _order(bases)
     out = {k: simulate(units, k, model, notebooks, max(1, model.cores - k - 1), order=order)
