@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import posenc
-from posenc.model import ModelConfig, Transformer
+from posenc.model import ModelConfig, Transformer, auto_flex
 from posenc.pe.base import PositionalEncoding, PositionContext, causal_mask, registered
 from posenc.pe.bias import ALiBi, BiasPE
 
@@ -128,6 +128,18 @@ def test_plan_per_kind_of_encoding() -> None:
     # positions not in one increasing order (or given): the mask comes from the positions
     assert _plan_kinds(_model("rope"), tokens, pos=torch.arange(16.0).flip(0)) == ["mask"] * 3
     assert _plan_kinds(_model("rope"), tokens, pos=torch.arange(16.0) * 3) == ["causal"] * 3
+
+
+@pytest.mark.parametrize(("device", "mod", "dropout", "grad", "want"), [
+    ("cuda", True, False, True, True),  # training a bias PE on a GPU: the compiled kernel pays
+    ("cuda", True, False, False, False),  # evaluation: one forward per shape, the mask path instead of a compile
+    ("cuda", False, False, True, False),  # no in-kernel bias
+    ("cuda", True, True, True, False),  # FlexAttention has no attention dropout
+    ("cpu", True, False, True, False),  # no FlexAttention backward on CPU
+])
+def test_auto_takes_flex_only_to_train_a_bias_pe_on_cuda(device: str, mod: bool, dropout: bool, grad: bool,
+                                                          want: bool) -> None:
+    assert auto_flex(device, mod, dropout, grad) is want
 
 
 def test_explicit_path_chunks_only_without_autograd() -> None:

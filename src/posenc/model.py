@@ -21,7 +21,9 @@ How a layer attends is chosen once per forward, in one place (:meth:`Transformer
   into blocks of about 256–512 rows, each attending only to the keys up to its last row (about 1.1× the
   is_causal cost instead of 2× at 4k tokens on CPU);
 * ``flex``: FlexAttention with the bias computed in-kernel (``pe.score_mod``, e.g. ALiBi), compiled, chosen
-  by ``attn="auto"`` on CUDA only (it has no backward on CPU);
+  by ``attn="auto"`` on CUDA for forwards with autograd only (:func:`auto_flex`): it has no backward on CPU,
+  and its kernel is compiled once per shape, which pays over the thousands of steps of a training run but not
+  for evaluation, where each shape runs a few times; those forwards take the ``mask`` path;
 * ``explicit``: ``pe.logits`` materialised and turned into weights by ``pe.weights`` (the softmax unless the PE
   replaces it, as stick-breaking attention does); PEs that override either always take it. Without autograd,
   long sequences are evaluated in query chunks so that one (B, H, chunk, S) float32 logits tensor stays
@@ -49,7 +51,7 @@ from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex
 
 from posenc.pe.base import PositionalEncoding, PositionContext, PositionOrder
 
-__all__ = ["ModelConfig", "LayerPlan", "Transformer"]
+__all__ = ["ModelConfig", "LayerPlan", "Transformer", "auto_flex"]
 
 AttnMode = Literal["auto", "sdpa", "explicit", "flex"]
 _STATIC_MASKS = 4  # float masks kept across forwards (e.g. training length and one evaluation length)
@@ -122,6 +124,13 @@ class LayerPlan:
 
 
 _compiled_flex: Callable[..., Tensor] | None = None
+
+
+def auto_flex(device_type: str, has_score_mod: bool, dropout: bool, grad: bool) -> bool:
+    """Whether ``attn="auto"`` takes FlexAttention: on CUDA, for a PE with an in-kernel bias, without attention
+    dropout (FlexAttention has none), and with autograd on. Compiling costs seconds per shape, repaid by a
+    training run's many steps of one shape; an evaluation forward without autograd takes the mask path."""
+    return device_type == "cuda" and has_score_mod and not dropout and grad
 
 
 def _flex(q: Tensor, k: Tensor, v: Tensor, plan: LayerPlan) -> Tensor:
@@ -297,8 +306,9 @@ class Transformer(nn.Module):
                 plan = LayerPlan("explicit", chunk=self._chunk_rows(ctx, batch))
             else:
                 mod = pe.score_mod(ctx, layer)
-                flex = mode == "flex" or (mode == "auto" and ctx.device.type == "cuda" and mod is not None
-                                          and not (self.cfg.dropout and self.training))
+                flex = mode == "flex" or (mode == "auto" and auto_flex(ctx.device.type, mod is not None,
+                                                                    bool(self.cfg.dropout and self.training),
+                                                                    torch.is_grad_enabled()))
                 if flex:
                     if not block_mask:
                         block_mask.append(self._block_mask(ctx))

@@ -312,8 +312,12 @@ class DeviceModel:
 
 
 #: The estimate: a best guess for one H100 (see the module docstring).
-NOMINAL = DeviceModel(name="one H100, estimate", host_us=12.0, kernel_us=3.0, tflops=200.0, tbps=3.0)
-#: The bound: every rate halved again (the dry run's figures before the estimate existed).
+#: Its fixed costs: a notebook whose runs are stored took 12.7–13.8 s on one core of the 2-core CPU machine
+#: (smoke preset, checkpoints cached); 5 s more are allowed for its CUDA context, and 10 s for a worker's
+#: interpreter, imports and CUDA context.
+NOMINAL = DeviceModel(name="one H100, estimate", host_us=12.0, kernel_us=3.0, tflops=200.0, tbps=3.0,
+                      worker_start_s=10.0, notebook_s=18.0)
+#: The bound: every rate halved again, and 30 s for each notebook and each worker's start.
 CONSERVATIVE = DeviceModel(name="one H100, conservative bound")
 
 
@@ -336,11 +340,11 @@ class UnitCost:
 
 
 def _flex_shapes(spec: RunSpec, works: Sequence[Work]) -> int:
-    """Distinct (arch, batch, length, train) shapes, for methods that use FlexAttention on CUDA (each shape
-    is compiled once per process)."""
+    """Distinct training shapes (arch, batch, length), for methods that use FlexAttention on CUDA: each is
+    compiled once per process, and evaluation takes the mask path (:func:`posenc.model.auto_flex`)."""
     if type(spec.pe(spec.finetune_scale())).score_mod is PositionalEncoding.score_mod:
         return 0
-    return len({(w.arch, w.batch, w.length, w.train) for w in works})
+    return len({(w.arch, w.batch, w.length) for w in works if w.train})
 
 
 def unit_costs(specs: Iterable[RunSpec], seeds: Sequence[int], model: DeviceModel,
