@@ -80,16 +80,18 @@ def step_rate(preset: str, method: str = "rope", repeats: int = 10) -> tuple[flo
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (p.batch_size, p.train_len), generator=g)
 
-    def step() -> None:
+    def forward_backward() -> None:
         logits, _ = model(x)
         F.cross_entropy(logits.float().reshape(-1, 256), x.reshape(-1)).backward()
+
+    def step() -> None:
+        forward_backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     counter = FlopCounterMode(display=False)
     with counter:
-        logits, _ = model(x)
-        F.cross_entropy(logits.float().reshape(-1, 256), x.reshape(-1)).backward()
+        forward_backward()
     opt.zero_grad(set_to_none=True)
     flops = counter.get_total_flops()
     step()
